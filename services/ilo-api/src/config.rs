@@ -1,0 +1,187 @@
+//! ilo-api's settings: every one a flag and an environment variable (the flag wins).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Ilo's REST API and gRPC token service.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ilo-api", version, about)]
+pub struct Config {
+    /// REST listen address.
+    #[arg(long, env = "ILO_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// gRPC listen address (token service for relays).
+    #[arg(long, env = "ILO_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// Database: `sqlite://<path>` (`sqlite:///abs/path.db`, `sqlite://relative.db`) or `postgres://...`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/ilo.db")]
+    pub database_url: Secret,
+
+    /// Session lifetime: a number and a unit (`s`, `m`, `h`, `d`).
+    #[arg(long, env = "ILO_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+
+    /// Redis, where revocations are also published (channel `ilo:revocations`) when set.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<Secret>,
+
+    /// `POST /key` per client address per minute (0: unlimited).
+    #[arg(long, env = "ILO_KEY_RATE", default_value_t = 10)]
+    pub key_rate: u32,
+
+    /// Failed logins per 15 minutes, per username and per client address, before 429 (0: unlimited).
+    #[arg(long, env = "ILO_LOGIN_FAILURES", default_value_t = 10)]
+    pub login_failures: u32,
+
+    /// `GET /user/{username}` per client address per minute (0: unlimited).
+    #[arg(long, env = "ILO_LOOKUP_RATE", default_value_t = 120)]
+    pub lookup_rate: u32,
+
+    /// Threads hashing passwords at once (default: the number of CPUs).
+    #[arg(long, env = "ILO_HASH_THREADS")]
+    pub hash_threads: Option<usize>,
+
+    /// HTTP worker threads (default: the number of CPUs).
+    #[arg(long, env = "ILO_HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+
+    /// Database connections in the pool.
+    #[arg(long, env = "ILO_DB_POOL", default_value_t = 10)]
+    pub db_pool: u32,
+}
+
+impl Config {
+    /// Settings for tests and embedding: defaults, ephemeral ports, the given database.
+    pub fn for_tests(database_url: &str) -> Self {
+        let mut config = Self::parse_from(["ilo-api"]);
+        config.http_addr = ([127, 0, 0, 1], 0).into();
+        config.grpc_addr = ([127, 0, 0, 1], 0).into();
+        config.database_url = Secret(database_url.to_owned());
+        config.http_workers = Some(1);
+        config.key_rate = 0;
+        config.login_failures = 0;
+        config.lookup_rate = 0;
+        config
+    }
+
+    pub fn hash_threads(&self) -> usize {
+        self.hash_threads.unwrap_or_else(cpus)
+    }
+
+    pub fn http_workers(&self) -> usize {
+        self.http_workers.unwrap_or_else(cpus)
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+/// A URL that may hold a password: printed with the password masked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", mask_url(&self.0))
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&mask_url(&self.0))
+    }
+}
+
+/// `scheme://user:password@host` → `scheme://user:***@host`; a query (which may hold a password) is masked too.
+pub fn mask_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, _)) => (base, "?***"),
+        None => (url, ""),
+    };
+    let Some((scheme, rest)) = base.split_once("://") else {
+        return format!("{base}{query}");
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let masked = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{masked}@{host}{query}")
+        }
+        None => format!("{base}{query}"),
+    }
+}
+
+/// `90s`, `15m`, `24h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.len().saturating_sub(1);
+    let (number, unit) = text.split_at(split);
+    let seconds: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: expected a number and a unit (s, m, h, d)")),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit (s, m, h, d)"))?;
+    match n.checked_mul(seconds) {
+        Some(0) | None => Err(format!("{text:?}: must be positive and reasonable")),
+        Some(total) => Ok(Duration::from_secs(total)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("24").is_err());
+        assert!(parse_duration("0h").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn passwords_in_urls_are_masked() {
+        assert_eq!(
+            mask_url("postgres://ilo:hunter2@db:5432/ilo"),
+            "postgres://ilo:***@db:5432/ilo"
+        );
+        assert_eq!(
+            mask_url("postgres://db/ilo?password=hunter2"),
+            "postgres://db/ilo?***"
+        );
+        assert_eq!(mask_url("sqlite://data/ilo.db"), "sqlite://data/ilo.db");
+        assert_eq!(mask_url("redis://:pw@127.0.0.1/"), "redis://:***@127.0.0.1/");
+    }
+}

@@ -1,0 +1,47 @@
+//! `DELETE /session` (log out) and bearer-token authentication for the routes that need it.
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::errors::{ApiError, ErrorBody};
+use crate::secrets;
+use crate::state::AppState;
+use crate::store;
+use crate::tokens::ValidSession;
+
+/// The session named by `Authorization: Bearer <token>`, or `401 invalid_token`.
+pub async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Arc<ValidSession>, ApiError> {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let token = secrets::bearer(header).ok_or(ApiError::InvalidToken)?;
+    state
+        .tokens
+        .validate(token)
+        .await?
+        .ok_or(ApiError::InvalidToken)
+}
+
+/// Log out: revoke the bearer token. Relays close its connections with `4001`.
+#[utoipa::path(delete, path = "/session", tag = "sessions",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "`invalid_token`", body = ErrorBody),
+    ))]
+pub async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let session = authenticate(&state, &req).await?;
+    let id = session.session_id.clone();
+    let existed = state
+        .store
+        .run(move |conn| store::delete_session(conn, &id))
+        .await?;
+    if !existed {
+        return Err(ApiError::InvalidToken);
+    }
+    state.tokens.revoke(vec![session.session_id.clone()]);
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,260 @@
+//! `POST /user` (register), `PUT /user` (log in), `GET /user/{username}` (public key directory)
+//! and `DELETE /user`.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::errors::{ApiError, ErrorBody};
+use super::sessions::authenticate;
+use super::{Detail, client_address, keys};
+use crate::domain::{self, Password, PublicKey, Username, Violation, required};
+use crate::state::AppState;
+use crate::store::{self, NewSession, NewUser};
+use crate::tokens::unix_now;
+use crate::secrets;
+
+/// Fields are optional in the type so that a missing one is reported as a broken rule (`422`)
+/// together with every other, rather than as a JSON error.
+#[derive(Deserialize, ToSchema)]
+pub struct CreateUser {
+    /// 3 to 32 characters (NFC), no whitespace or control characters; unique ignoring case.
+    #[schema(example = "cookielover57🍪")]
+    username: Option<String>,
+    /// 8 to 128 characters with a lowercase and an uppercase letter, a digit and a symbol.
+    #[schema(example = "MySuperSecurePassword57!")]
+    password: Option<String>,
+    /// Base64 (standard or URL-safe, padding optional) of 32 to 2048 bytes.
+    public_key: Option<String>,
+    /// A key from `POST /key`.
+    api_key: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct Login {
+    username: Option<String>,
+    password: Option<String>,
+    api_key: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LoginReply {
+    /// `Successful Login for <username>`.
+    detail: String,
+    /// The session token: ≥ 128 random bits, URL-safe base64 characters only.
+    token: String,
+    /// When the token stops working (RFC 3339, UTC).
+    #[schema(example = "2026-11-25T09:30:00Z")]
+    expires_at: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct DeleteUser {
+    password: Option<String>,
+}
+
+/// Create a user who registers a public key.
+#[utoipa::path(post, path = "/user", tag = "users", request_body = CreateUser,
+    responses(
+        (status = 201, description = "`Successfully created <username>`", body = Detail),
+        (status = 400, description = "Malformed JSON, wrong content type or wrong JSON type", body = ErrorBody),
+        (status = 401, description = "`invalid_api_key`", body = ErrorBody),
+        (status = 409, description = "`username_taken` (case-insensitively)", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 422, description = "Every broken rule, in `detail` and `errors`", body = ErrorBody),
+        (status = 503, description = "Database unavailable or hashing pool saturated", body = ErrorBody),
+    ))]
+pub async fn create(state: web::Data<AppState>, body: web::Json<CreateUser>) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let mut broken = Vec::new();
+    let username = required("username", body.username, &mut broken);
+    let password = required("password", body.password, &mut broken);
+    let public_key = required("public_key", body.public_key, &mut broken);
+    let api_key = required("api_key", body.api_key, &mut broken);
+    let username = username.and_then(|u| keep(Username::parse(&u), &mut broken));
+    let password = password.and_then(|p| keep(Password::parse(p), &mut broken));
+    let public_key = public_key.and_then(|k| keep(PublicKey::parse(k), &mut broken));
+    let (Some(username), Some(password), Some(public_key), Some(api_key)) =
+        (username, password, public_key, api_key)
+    else {
+        return Err(ApiError::Invalid(broken));
+    };
+
+    keys::live_key_id(&state, &api_key).await?;
+    let password_hash = state.passwords.hash(password.into_inner()).await?;
+    let user = NewUser {
+        id: uuid::Uuid::new_v4().to_string(),
+        username: username.as_str().to_owned(),
+        username_key: username.key().to_owned(),
+        password_hash,
+        public_key: public_key.into_inner(),
+        created_at: unix_now(),
+    };
+    match state.store.run(move |conn| store::insert_user(conn, user)).await {
+        Err(store::StoreError::UsernameTaken) => {
+            Err(ApiError::UsernameTaken(username.as_str().to_owned()))
+        }
+        other => other.map_err(ApiError::from),
+    }?;
+    tracing::info!("user created");
+    Ok(HttpResponse::Created().json(Detail {
+        detail: format!("Successfully created {}", username.as_str()),
+    }))
+}
+
+fn keep<T>(parsed: Result<T, Vec<Violation>>, broken: &mut Vec<Violation>) -> Option<T> {
+    parsed.map_err(|mut v| broken.append(&mut v)).ok()
+}
+
+/// Log a user in and obtain a session token.
+#[utoipa::path(put, path = "/user", tag = "users", request_body = Login,
+    responses(
+        (status = 200, description = "Logged in", body = LoginReply),
+        (status = 400, description = "Malformed JSON, wrong content type or wrong JSON type", body = ErrorBody),
+        (status = 401, description = "`invalid_api_key`, or `invalid_credentials` for an unknown user or a wrong password alike", body = ErrorBody),
+        (status = 422, description = "A field is missing or the password is over 128 characters", body = ErrorBody),
+        (status = 429, description = "Too many failures for this username or address; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "Database unavailable or hashing pool saturated", body = ErrorBody),
+    ))]
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<Login>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let mut broken = Vec::new();
+    let username = required("username", body.username, &mut broken);
+    let password = required("password", body.password, &mut broken);
+    let api_key = required("api_key", body.api_key, &mut broken);
+    let (Some(username), Some(password), Some(api_key)) = (username, password, api_key) else {
+        return Err(ApiError::Invalid(broken));
+    };
+    refuse_overlong(&password)?;
+    let api_key_id = keys::live_key_id(&state, &api_key).await?;
+
+    let user_key = Username::key_of(&username);
+    let user = verify_password(&state, &req, &user_key, password).await?;
+
+    let token = secrets::new_token()?;
+    let expires_at = unix_now() + state.token_ttl.as_secs() as i64;
+    let session = NewSession {
+        id: uuid::Uuid::new_v4().to_string(),
+        token_hash: secrets::digest(&token),
+        user_id: user.id,
+        api_key_id,
+        created_at: unix_now(),
+        expires_at,
+    };
+    state.store.run(move |conn| store::insert_session(conn, session)).await?;
+    state.metrics.login("success");
+    Ok(HttpResponse::Ok().json(LoginReply {
+        detail: format!("Successful Login for {}", user.username),
+        token,
+        expires_at: rfc3339(expires_at)?,
+    }))
+}
+
+/// Checks `password` for the user with `user_key` under the failure limits; the user on success.
+/// An unknown user is verified against a dummy hash, so it costs what a wrong password costs.
+async fn verify_password(
+    state: &AppState,
+    req: &HttpRequest,
+    user_key: &str,
+    password: String,
+) -> Result<store::UserRow, ApiError> {
+    let by_address = format!("addr:{}", client_address(req));
+    let by_user = format!("user:{user_key}");
+    let failures = &state.limits.login_failures;
+    if let Err(retry) = failures.check(&by_address).and_then(|()| failures.check(&by_user)) {
+        state.metrics.login("rate_limited");
+        return Err(ApiError::rate_limited(retry));
+    }
+    let key = user_key.to_owned();
+    let user = state.store.run(move |conn| store::user_by_key(conn, &key)).await?;
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let matches = state.passwords.verify(password, hash).await?;
+    match user {
+        Some(user) if matches => {
+            failures.reset(&by_user);
+            Ok(user)
+        }
+        _ => {
+            failures.record(&by_address);
+            failures.record(&by_user);
+            state.metrics.login("failure");
+            Err(ApiError::InvalidCredentials)
+        }
+    }
+}
+
+fn refuse_overlong(password: &str) -> Result<(), ApiError> {
+    if domain::password_too_long(password) {
+        return Err(ApiError::Invalid(vec![Violation::new(
+            "password",
+            format!("password must be at most {} characters", domain::PASSWORD_CHARS.end()),
+        )]));
+    }
+    Ok(())
+}
+
+fn rfc3339(unix_seconds: i64) -> anyhow::Result<String> {
+    Ok(time::OffsetDateTime::from_unix_timestamp(unix_seconds)?
+        .format(&time::format_description::well_known::Rfc3339)?)
+}
+
+/// A user's public key (rate limited per client address).
+#[utoipa::path(get, path = "/user/{username}", tag = "users",
+    params(("username" = String, Path, description = "Matched as at creation: NFC, ignoring case")),
+    responses(
+        (status = 200, description = "The public key is in `detail`", body = Detail),
+        (status = 404, description = "`user_not_found`", body = ErrorBody),
+        (status = 429, description = "Too many lookups from this address", body = ErrorBody),
+    ))]
+pub async fn public_key(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    username: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .limits
+        .lookups
+        .hit(&client_address(&req))
+        .map_err(ApiError::rate_limited)?;
+    let key = Username::key_of(&username);
+    let user = state.store.run(move |conn| store::user_by_key(conn, &key)).await?;
+    let user = user.ok_or_else(|| ApiError::NotFound {
+        code: "user_not_found",
+        detail: "no such user".into(),
+    })?;
+    Ok(HttpResponse::Ok().json(Detail {
+        detail: user.public_key,
+    }))
+}
+
+/// Delete the logged-in user and all its sessions (their connections close with `4001`).
+#[utoipa::path(delete, path = "/user", tag = "users", request_body = DeleteUser,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "`invalid_token`, or `invalid_credentials` for a wrong password", body = ErrorBody),
+        (status = 422, description = "`password` is missing", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords", body = ErrorBody),
+    ))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<DeleteUser>,
+) -> Result<HttpResponse, ApiError> {
+    let session = authenticate(&state, &req).await?;
+    let mut broken = Vec::new();
+    let Some(password) = required("password", body.into_inner().password, &mut broken) else {
+        return Err(ApiError::Invalid(broken));
+    };
+    refuse_overlong(&password)?;
+    let user_key = Username::key_of(&session.username);
+    let user = verify_password(&state, &req, &user_key, password).await?;
+    let revoked = state.store.run(move |conn| store::delete_user(conn, &user.id)).await?;
+    state.tokens.revoke(revoked);
+    tracing::info!("user deleted");
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,209 @@
+//! Every query Ilo runs, written once for both backends.
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::result::QueryResult;
+
+use super::StoreError;
+use super::connection::AnyConnection;
+use super::schema::{api_keys, sessions, users};
+
+/// A user as stored. `password_hash` never leaves ilo-api.
+#[derive(Debug, Clone, Queryable)]
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub public_key: String,
+}
+
+const USER_COLUMNS: (users::id, users::username, users::password_hash, users::public_key) = (
+    users::id,
+    users::username,
+    users::password_hash,
+    users::public_key,
+);
+
+pub struct NewUser {
+    pub id: String,
+    pub username: String,
+    pub username_key: String,
+    pub password_hash: String,
+    pub public_key: String,
+    pub created_at: i64,
+}
+
+pub struct NewSession {
+    pub id: String,
+    pub token_hash: String,
+    pub user_id: String,
+    pub api_key_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// A live session and the user it belongs to.
+#[derive(Debug, Clone)]
+pub struct SessionUser {
+    pub session_id: String,
+    pub expires_at: i64,
+    pub user: UserRow,
+}
+
+pub fn ping(conn: &mut AnyConnection) -> QueryResult<()> {
+    conn.batch_execute("SELECT 1")
+}
+
+pub fn insert_api_key(
+    conn: &mut AnyConnection,
+    id: &str,
+    key_hash: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    diesel::insert_into(api_keys::table)
+        .values((
+            api_keys::id.eq(id),
+            api_keys::key_hash.eq(key_hash),
+            api_keys::created_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The id of the API key with this hash, if it exists (revoked keys are deleted).
+pub fn api_key_id(conn: &mut AnyConnection, key_hash: &str) -> Result<Option<String>, StoreError> {
+    Ok(api_keys::table
+        .filter(api_keys::key_hash.eq(key_hash))
+        .select(api_keys::id)
+        .first(conn)
+        .optional()?)
+}
+
+/// Deletes the key and the sessions opened with it; `None` when no such key exists.
+pub fn delete_api_key(
+    conn: &mut AnyConnection,
+    key_hash: &str,
+) -> Result<Option<Vec<String>>, StoreError> {
+    write_transaction(conn, |conn| {
+        let Some(key_id) = api_keys::table
+            .filter(api_keys::key_hash.eq(key_hash))
+            .select(api_keys::id)
+            .first::<String>(conn)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let revoked = sessions::table
+            .filter(sessions::api_key_id.eq(&key_id))
+            .select(sessions::id)
+            .load(conn)?;
+        diesel::delete(sessions::table.filter(sessions::api_key_id.eq(&key_id))).execute(conn)?;
+        diesel::delete(api_keys::table.filter(api_keys::id.eq(&key_id))).execute(conn)?;
+        Ok(Some(revoked))
+    })
+}
+
+/// Inserts a user; [`StoreError::UsernameTaken`] when the case-folded name exists.
+pub fn insert_user(conn: &mut AnyConnection, user: NewUser) -> Result<(), StoreError> {
+    diesel::insert_into(users::table)
+        .values((
+            users::id.eq(user.id),
+            users::username.eq(user.username),
+            users::username_key.eq(user.username_key),
+            users::password_hash.eq(user.password_hash),
+            users::public_key.eq(user.public_key),
+            users::created_at.eq(user.created_at),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn user_by_key(
+    conn: &mut AnyConnection,
+    username_key: &str,
+) -> Result<Option<UserRow>, StoreError> {
+    Ok(users::table
+        .filter(users::username_key.eq(username_key))
+        .select(USER_COLUMNS)
+        .first(conn)
+        .optional()?)
+}
+
+pub fn insert_session(conn: &mut AnyConnection, session: NewSession) -> Result<(), StoreError> {
+    diesel::insert_into(sessions::table)
+        .values((
+            sessions::id.eq(session.id),
+            sessions::token_hash.eq(session.token_hash),
+            sessions::user_id.eq(session.user_id),
+            sessions::api_key_id.eq(session.api_key_id),
+            sessions::created_at.eq(session.created_at),
+            sessions::expires_at.eq(session.expires_at),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The unexpired session with this token hash, and its user.
+pub fn session_by_token(
+    conn: &mut AnyConnection,
+    token_hash: &str,
+    now: i64,
+) -> Result<Option<SessionUser>, StoreError> {
+    let found = sessions::table
+        .inner_join(users::table)
+        .filter(sessions::token_hash.eq(token_hash))
+        .filter(sessions::expires_at.gt(now))
+        .select(((sessions::id, sessions::expires_at), USER_COLUMNS))
+        .first::<((String, i64), UserRow)>(conn)
+        .optional()?;
+    Ok(found.map(|((session_id, expires_at), user)| SessionUser {
+        session_id,
+        expires_at,
+        user,
+    }))
+}
+
+/// Deletes one session; whether it existed.
+pub fn delete_session(conn: &mut AnyConnection, session_id: &str) -> Result<bool, StoreError> {
+    let deleted = diesel::delete(sessions::table.filter(sessions::id.eq(session_id))).execute(conn)?;
+    Ok(deleted > 0)
+}
+
+/// Deletes a user and all its sessions; returns the sessions' ids.
+pub fn delete_user(conn: &mut AnyConnection, user_id: &str) -> Result<Vec<String>, StoreError> {
+    write_transaction(conn, |conn| {
+        let revoked = sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .select(sessions::id)
+            .load(conn)?;
+        diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)?;
+        diesel::delete(users::table.filter(users::id.eq(user_id))).execute(conn)?;
+        Ok(revoked)
+    })
+}
+
+/// Removes sessions that expired before `now`; how many.
+pub fn delete_expired_sessions(conn: &mut AnyConnection, now: i64) -> Result<usize, StoreError> {
+    Ok(diesel::delete(sessions::table.filter(sessions::expires_at.le(now))).execute(conn)?)
+}
+
+/// A transaction that takes the write lock at its start. SQLite's default `BEGIN` would read
+/// first and fail with SQLITE_BUSY when it later needs to write beside another writer.
+fn write_transaction<T>(
+    conn: &mut AnyConnection,
+    work: impl FnOnce(&mut AnyConnection) -> QueryResult<T>,
+) -> Result<T, StoreError> {
+    let begin = match conn {
+        AnyConnection::Sqlite(_) => "BEGIN IMMEDIATE",
+        AnyConnection::Postgresql(_) => "BEGIN",
+    };
+    conn.batch_execute(begin)?;
+    match work(conn).and_then(|value| conn.batch_execute("COMMIT").map(|()| value)) {
+        Ok(value) => Ok(value),
+        Err(e) => {
+            // Best effort: a connection whose rollback fails is broken and the pool drops it.
+            let _ = conn.batch_execute("ROLLBACK");
+            Err(e.into())
+        }
+    }
+}
