@@ -132,8 +132,8 @@ pub async fn login(
     refuse_overlong(&password)?;
     let api_key_id = keys::live_key_id(&state, &api_key).await?;
 
-    let user_key = Username::key_of(&username);
-    let user = verify_password(&state, &req, &user_key, password).await?;
+    let name = Username::parse(&username).ok();
+    let user = verify_password(&state, &req, name.as_ref().map(Username::key), password).await?;
 
     let token = secrets::new_token()?;
     let expires_at = unix_now() + state.token_ttl.as_secs() as i64;
@@ -154,33 +154,40 @@ pub async fn login(
     }))
 }
 
-/// Checks `password` for the user with `user_key` under the failure limits; the user on success.
-/// An unknown user is verified against a dummy hash, so it costs what a wrong password costs.
+/// Checks `password` for the user with `user_key` (`None`: a name no user can have) under the
+/// failure limits; the user on success. An unknown user is verified against a dummy hash, so it
+/// costs what a wrong password costs.
 async fn verify_password(
     state: &AppState,
     req: &HttpRequest,
-    user_key: &str,
+    user_key: Option<&str>,
     password: String,
 ) -> Result<store::UserRow, ApiError> {
-    let by_address = format!("addr:{}", client_address(req));
-    let by_user = format!("user:{user_key}");
+    // Failures count per client address and per username (when the name could exist at all).
+    let keys: Vec<String> = std::iter::once(format!("addr:{}", client_address(req)))
+        .chain(user_key.map(|k| format!("user:{k}")))
+        .collect();
     let failures = &state.limits.login_failures;
-    if let Err(retry) = failures.check(&by_address).and_then(|()| failures.check(&by_user)) {
+    if let Err(retry) = keys.iter().try_for_each(|k| failures.check(k)) {
         state.metrics.login("rate_limited");
         return Err(ApiError::rate_limited(retry));
     }
-    let key = user_key.to_owned();
-    let user = state.store.run(move |conn| store::user_by_key(conn, &key)).await?;
+    let user = match user_key {
+        Some(key) => {
+            let key = key.to_owned();
+            state.store.run(move |conn| store::user_by_key(conn, &key)).await?
+        }
+        None => None,
+    };
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let matches = state.passwords.verify(password, hash).await?;
     match user {
         Some(user) if matches => {
-            failures.reset(&by_user);
+            keys.iter().skip(1).for_each(|k| failures.reset(k));
             Ok(user)
         }
         _ => {
-            failures.record(&by_address);
-            failures.record(&by_user);
+            keys.iter().for_each(|k| failures.record(k));
             state.metrics.login("failure");
             Err(ApiError::InvalidCredentials)
         }
@@ -220,8 +227,14 @@ pub async fn public_key(
         .lookups
         .hit(&client_address(&req))
         .map_err(ApiError::rate_limited)?;
-    let key = Username::key_of(&username);
-    let user = state.store.run(move |conn| store::user_by_key(conn, &key)).await?;
+    let user = match Username::parse(&username) {
+        Ok(name) => {
+            let key = name.key().to_owned();
+            state.store.run(move |conn| store::user_by_key(conn, &key)).await?
+        }
+        // A name that breaks the rules cannot exist; the database need not be asked.
+        Err(_) => None,
+    };
     let user = user.ok_or_else(|| ApiError::NotFound {
         code: "user_not_found",
         detail: "no such user".into(),
@@ -252,7 +265,7 @@ pub async fn delete(
     };
     refuse_overlong(&password)?;
     let user_key = Username::key_of(&session.username);
-    let user = verify_password(&state, &req, &user_key, password).await?;
+    let user = verify_password(&state, &req, Some(&user_key), password).await?;
     let revoked = state.store.run(move |conn| store::delete_user(conn, &user.id)).await?;
     state.tokens.revoke(revoked);
     tracing::info!("user deleted");
