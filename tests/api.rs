@@ -40,7 +40,9 @@ async fn keys_are_uuids_and_the_trailing_slash_is_the_same_endpoint(backend: Bac
     assert_ne!(key, other);
     // Both keys work.
     for key in [key, other] {
-        let reply = app.post_user(&new_user(&format!("u{}", &key[..8]), &key)).await;
+        let reply = app
+            .post_user(&new_user(&format!("u{}", &key[..8]), &key))
+            .await;
         assert_eq!(reply.status(), 201);
     }
 }
@@ -48,9 +50,17 @@ async fn keys_are_uuids_and_the_trailing_slash_is_the_same_endpoint(backend: Bac
 async fn revoked_keys_cannot_create_users_or_log_in_but_users_remain(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = app.create_user("alice").await;
-    let reply = app.client.delete(app.url(&format!("/key/{key}"))).send().await.unwrap();
+    let reply = app
+        .client
+        .delete(app.url(&format!("/key/{key}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 200);
-    assert_eq!(support::detail(reply).await, format!("Successfully deleted {key}"));
+    assert_eq!(
+        support::detail(reply).await,
+        format!("Successfully deleted {key}")
+    );
 
     let (status, _, code) = error_of(app.post_user(&new_user("bob", &key)).await).await;
     assert_eq!((status, code.as_str()), (401, "invalid_api_key"));
@@ -63,7 +73,12 @@ async fn revoked_keys_cannot_create_users_or_log_in_but_users_remain(backend: Ba
     app.login("alice", &other).await;
     // A second revocation, or a key never issued, is 404.
     for key in [key, uuid::Uuid::new_v4().to_string(), "not-a-key".into()] {
-        let reply = app.client.delete(app.url(&format!("/key/{key}"))).send().await.unwrap();
+        let reply = app
+            .client
+            .delete(app.url(&format!("/key/{key}")))
+            .send()
+            .await
+            .unwrap();
         let (status, _, code) = error_of(reply).await;
         assert_eq!((status, code.as_str()), (404, "unknown_api_key"));
     }
@@ -74,21 +89,34 @@ async fn registered_users_log_in_and_get_a_url_safe_token(backend: Backend) {
     let key = app.new_api_key().await;
     let reply = app.post_user(&new_user("cookielover57🍪", &key)).await;
     assert_eq!(reply.status(), 201);
-    assert_eq!(support::detail(reply).await, "Successfully created cookielover57🍪");
+    assert_eq!(
+        support::detail(reply).await,
+        "Successfully created cookielover57🍪"
+    );
 
     let reply = app
         .put_user(&json!({"username": "cookielover57🍪", "password": PASSWORD, "api_key": key}))
         .await;
     assert_eq!(reply.status(), 200);
     let text = reply.text().await.unwrap();
-    assert!(!text.contains("argon2") && !text.contains(PASSWORD), "{text}");
+    assert!(
+        !text.contains("argon2") && !text.contains(PASSWORD),
+        "{text}"
+    );
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["detail"], "Successful Login for cookielover57🍪");
     let token = body["token"].as_str().unwrap();
     assert!(token.len() >= 22, "at least 128 bits: {token}");
-    assert!(token.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    assert!(
+        token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    );
     let expires_at = body["expires_at"].as_str().unwrap();
-    assert!(expires_at.ends_with('Z') && expires_at.len() == 20, "{expires_at}");
+    assert!(
+        expires_at.ends_with('Z') && expires_at.len() == 20,
+        "{expires_at}"
+    );
     // Two logins give two different sessions.
     assert_ne!(app.login("cookielover57🍪", &key).await, token);
 }
@@ -98,7 +126,11 @@ async fn usernames_are_unique_ignoring_case(backend: Backend) {
     let key = app.create_user("Alice").await;
     for taken in ["alice", "ALICE", "Alice"] {
         let (status, detail, code) = error_of(app.post_user(&new_user(taken, &key)).await).await;
-        assert_eq!((status, code.as_str()), (409, "username_taken"), "{taken}: {detail}");
+        assert_eq!(
+            (status, code.as_str()),
+            (409, "username_taken"),
+            "{taken}: {detail}"
+        );
     }
     // The original keeps its password: the 409s wrote nothing.
     app.login("alice", &key).await;
@@ -120,7 +152,11 @@ async fn each_username_rule_is_enforced_and_nothing_is_written(backend: Backend)
     .map(|(name, rule)| (name.to_owned(), rule));
     for (name, rule) in cases {
         let (status, detail, code) = error_of(app.post_user(&new_user(&name, &key)).await).await;
-        assert_eq!((status, code.as_str()), (422, "invalid_username"), "{name:?}");
+        assert_eq!(
+            (status, code.as_str()),
+            (422, "invalid_username"),
+            "{name:?}"
+        );
         assert!(detail.contains(rule), "{detail}");
         if name.len() < 100 {
             assert_eq!(
@@ -152,7 +188,11 @@ async fn weak_passwords_are_refused_with_every_missing_rule(backend: Backend) {
         let mut body = new_user("weakling", &key);
         body["password"] = json!(password);
         let (status, detail, code) = error_of(app.post_user(&body).await).await;
-        assert_eq!((status, code.as_str()), (422, "weak_password"), "{password}");
+        assert_eq!(
+            (status, code.as_str()),
+            (422, "weak_password"),
+            "{password}"
+        );
         for rule in rules {
             assert!(detail.contains(rule), "{password}: {detail}");
         }
@@ -188,7 +228,12 @@ async fn public_keys_must_be_base64_of_32_to_2048_bytes(backend: Backend) {
     let url_safe = URL_SAFE_NO_PAD.encode([0xfb; 2048]);
     body["public_key"] = json!(url_safe);
     assert_eq!(app.post_user(&body).await.status(), 201);
-    let reply = app.client.get(app.url("/user/keyholder")).send().await.unwrap();
+    let reply = app
+        .client
+        .get(app.url("/user/keyholder"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(support::detail(reply).await, url_safe, "stored as sent");
 }
 
@@ -200,7 +245,14 @@ async fn every_broken_rule_is_reported_at_once(backend: Backend) {
     let body: Value = reply.json().await.unwrap();
     assert_eq!(body["code"], "validation_failed");
     let detail = body["detail"].as_str().unwrap();
-    for rule in ["api_key is required", "whitespace", "8 to 128", "uppercase", "digit", "public_key must be base64"] {
+    for rule in [
+        "api_key is required",
+        "whitespace",
+        "8 to 128",
+        "uppercase",
+        "digit",
+        "public_key must be base64",
+    ] {
         assert!(detail.contains(rule), "{rule} missing from {detail}");
     }
     let fields: Vec<&str> = body["errors"]
@@ -235,12 +287,32 @@ async fn malformed_bodies_get_400_and_huge_bodies_413(backend: Backend) {
             .send()
     };
     let cases = [
-        (send("{\"username\": ".into(), "application/json"), 400, "malformed_json"),
-        (send("not json".into(), "application/json"), 400, "malformed_json"),
+        (
+            send("{\"username\": ".into(), "application/json"),
+            400,
+            "malformed_json",
+        ),
+        (
+            send("not json".into(), "application/json"),
+            400,
+            "malformed_json",
+        ),
         (send(valid.clone(), "text/plain"), 400, "wrong_content_type"),
-        (send(r#"{"username": 5}"#.into(), "application/json"), 400, "wrong_json_type"),
-        (send("[1, 2]".into(), "application/json"), 400, "wrong_json_type"),
-        (send("x".repeat(70 * 1024), "application/json"), 413, "payload_too_large"),
+        (
+            send(r#"{"username": 5}"#.into(), "application/json"),
+            400,
+            "wrong_json_type",
+        ),
+        (
+            send("[1, 2]".into(), "application/json"),
+            400,
+            "wrong_json_type",
+        ),
+        (
+            send("x".repeat(70 * 1024), "application/json"),
+            413,
+            "payload_too_large",
+        ),
     ];
     for (reply, status, code) in cases {
         let (got_status, detail, got_code) = error_of(reply.await.unwrap()).await;
@@ -251,7 +323,11 @@ async fn malformed_bodies_get_400_and_huge_bodies_413(backend: Backend) {
     padded["padding"] = json!("p".repeat(65 * 1024));
     let (status, _, code) = error_of(app.post_user(&padded).await).await;
     assert_eq!((status, code.as_str()), (413, "payload_too_large"));
-    assert_eq!(app.status_of_public_key("shape").await, 404, "nothing written");
+    assert_eq!(
+        app.status_of_public_key("shape").await,
+        404,
+        "nothing written"
+    );
 }
 
 async fn sql_looking_strings_are_stored_literally(backend: Backend) {
@@ -262,15 +338,17 @@ async fn sql_looking_strings_are_stored_literally(backend: Backend) {
     app.login(name, &key).await;
     assert_eq!(app.status_of_public_key(&urlencode(name)).await, 200);
     assert_eq!(app.status_of_public_key("bystander").await, 200);
-    assert_eq!(app.status_of_public_key(&urlencode("x' OR '1'='1")).await, 404);
+    assert_eq!(
+        app.status_of_public_key(&urlencode("x' OR '1'='1")).await,
+        404
+    );
 }
 
 async fn ten_concurrent_registrations_of_one_name_give_one_201(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = app.new_api_key().await;
     let body = new_user("contended", &key);
-    let replies =
-        futures_util::future::join_all((0..10).map(|_| app.post_user(&body))).await;
+    let replies = futures_util::future::join_all((0..10).map(|_| app.post_user(&body))).await;
     let mut statuses: Vec<u16> = replies.iter().map(|r| r.status().as_u16()).collect();
     statuses.sort_unstable();
     assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409, 409, 409]);
@@ -313,7 +391,12 @@ async fn public_keys_are_looked_up_by_username(backend: Backend) {
     let reply = app.client.get(app.url("/user/ERIN")).send().await.unwrap();
     assert_eq!(reply.status(), 200);
     assert_eq!(support::detail(reply).await, public_key());
-    let reply = app.client.get(app.url("/user/nobody")).send().await.unwrap();
+    let reply = app
+        .client
+        .get(app.url("/user/nobody"))
+        .send()
+        .await
+        .unwrap();
     let (status, _, code) = error_of(reply).await;
     assert_eq!((status, code.as_str()), (404, "user_not_found"));
 }
@@ -323,7 +406,12 @@ async fn logout_revokes_the_token(backend: Backend) {
     let key = app.create_user("frank").await;
     let token = app.login("frank", &key).await;
     let other = app.login("frank", &key).await;
-    let logout = |token: String| app.client.delete(app.url("/session")).bearer_auth(token).send();
+    let logout = |token: String| {
+        app.client
+            .delete(app.url("/session"))
+            .bearer_auth(token)
+            .send()
+    };
     assert_eq!(logout(token.clone()).await.unwrap().status(), 204);
     let (status, _, code) = error_of(logout(token).await.unwrap()).await;
     assert_eq!((status, code.as_str()), (401, "invalid_token"));
@@ -333,7 +421,12 @@ async fn logout_revokes_the_token(backend: Backend) {
 
 async fn missing_or_malformed_bearer_tokens_get_401(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    for header in [None, Some("Bearer"), Some("Basic abc"), Some("Bearer not-a-token")] {
+    for header in [
+        None,
+        Some("Bearer"),
+        Some("Basic abc"),
+        Some("Bearer not-a-token"),
+    ] {
         let mut request = app.client.delete(app.url("/session"));
         if let Some(value) = header {
             request = request.header("authorization", value);
@@ -341,7 +434,11 @@ async fn missing_or_malformed_bearer_tokens_get_401(backend: Backend) {
         let reply = request.send().await.unwrap();
         assert_eq!(reply.headers()["www-authenticate"], "Bearer");
         let (status, _, code) = error_of(reply).await;
-        assert_eq!((status, code.as_str()), (401, "invalid_token"), "{header:?}");
+        assert_eq!(
+            (status, code.as_str()),
+            (401, "invalid_token"),
+            "{header:?}"
+        );
     }
 }
 
@@ -363,7 +460,13 @@ async fn deleting_a_user_needs_its_password_and_removes_everything(backend: Back
 
     assert_eq!(delete(PASSWORD).await.unwrap().status(), 204);
     assert_eq!(app.status_of_public_key("grace").await, 404);
-    let reply = app.client.delete(app.url("/session")).bearer_auth(&second).send().await.unwrap();
+    let reply = app
+        .client
+        .delete(app.url("/session"))
+        .bearer_auth(&second)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 401, "every session of the user is gone");
     let login = json!({"username": "grace", "password": PASSWORD, "api_key": key});
     assert_eq!(app.put_user(&login).await.status(), 401);
@@ -379,7 +482,16 @@ async fn probes_docs_and_metrics_answer(backend: Backend) {
 
     let spec: Value = get("/openapi.json").await.unwrap().json().await.unwrap();
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/key", "/key/{key}", "/user", "/user/{username}", "/session", "/health", "/ready", "/metrics"] {
+    for path in [
+        "/key",
+        "/key/{key}",
+        "/user",
+        "/user/{username}",
+        "/session",
+        "/health",
+        "/ready",
+        "/metrics",
+    ] {
         assert!(spec["paths"][path].is_object(), "{path} is documented");
     }
     assert!(spec["components"]["schemas"]["ErrorBody"].is_object());
@@ -391,13 +503,19 @@ async fn probes_docs_and_metrics_answer(backend: Backend) {
     assert!(!page.contains("https://"), "no asset comes from elsewhere");
     let bundle = get("/docs/swagger-ui-bundle.js").await.unwrap();
     assert_eq!(bundle.status(), 200);
-    let init = get("/docs/swagger-initializer.js").await.unwrap().text().await.unwrap();
+    let init = get("/docs/swagger-initializer.js")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(init.contains("/openapi.json"), "{init}");
 
     app.create_user("metered").await;
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
     assert!(
-        metrics.contains(r#"ilo_api_http_requests_total{method="POST",route="/user",status="201"} 1"#),
+        metrics
+            .contains(r#"ilo_api_http_requests_total{method="POST",route="/user",status="201"} 1"#),
         "{metrics}"
     );
 }

@@ -25,7 +25,9 @@ async fn eventually(limit: Duration, mut probe: impl AsyncFnMut() -> bool) -> bo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_database_gives_503_and_the_service_recovers_by_itself() {
-    let pg = tokio::task::spawn_blocking(PrivatePostgres::start).await.unwrap();
+    let pg = tokio::task::spawn_blocking(PrivatePostgres::start)
+        .await
+        .unwrap();
     let db = TestDb::Postgres {
         admin_url: pg.url(),
         name: format!("ilo_fault_{}", uuid::Uuid::new_v4().simple()),
@@ -33,8 +35,12 @@ async fn a_lost_database_gives_503_and_the_service_recovers_by_itself() {
     {
         use diesel::{Connection, RunQueryDsl};
         let mut admin = diesel::PgConnection::establish(&pg.url()).unwrap();
-        let TestDb::Postgres { name, .. } = &db else { unreachable!() };
-        diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin).unwrap();
+        let TestDb::Postgres { name, .. } = &db else {
+            unreachable!()
+        };
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .unwrap();
     }
     let app = TestApp::spawn_on(db, |_| {}).await;
     let key = app.create_user("survivor").await;
@@ -43,7 +49,9 @@ async fn a_lost_database_gives_503_and_the_service_recovers_by_itself() {
     let mut health = HealthClient::new(channel.connect().await.unwrap());
     let status = async |health: &mut HealthClient<_>| {
         health
-            .check(HealthCheckRequest { service: "ilo.v1.Tokens".into() })
+            .check(HealthCheckRequest {
+                service: "ilo.v1.Tokens".into(),
+            })
             .await
             .map(|r| r.into_inner().status)
             .ok()
@@ -54,20 +62,28 @@ async fn a_lost_database_gives_503_and_the_service_recovers_by_itself() {
     let ready = app.client.get(app.url("/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let started = Instant::now();
-    let (status_code, _, code) = error_of(app.client.post(app.url("/key")).send().await.unwrap()).await;
+    let (status_code, _, code) =
+        error_of(app.client.post(app.url("/key")).send().await.unwrap()).await;
     assert_eq!((status_code, code.as_str()), (503, "database_unavailable"));
-    assert!(started.elapsed() < Duration::from_secs(10), "answers, does not hang");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answers, does not hang"
+    );
     let reply = app.post_user(&support::new_user("newcomer", &key)).await;
     assert_eq!(reply.headers()["retry-after"], "1");
     assert_eq!(reply.status(), 503);
     let mut tokens = app.tokens_client().await;
     let unknown = tokens
-        .validate_token(ValidateTokenRequest { token: "never-issued".into() })
+        .validate_token(ValidateTokenRequest {
+            token: "never-issued".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::Unavailable);
     assert!(
-        eventually(Duration::from_secs(10), async || status(&mut health).await == Some(2)).await,
+        eventually(Duration::from_secs(10), async || status(&mut health).await
+            == Some(2))
+        .await,
         "gRPC health turns NOT_SERVING"
     );
 
@@ -81,14 +97,27 @@ async fn a_lost_database_gives_503_and_the_service_recovers_by_itself() {
         "ready again without a restart"
     );
     assert!(
-        eventually(Duration::from_secs(10), async || status(&mut health).await == Some(1)).await,
+        eventually(Duration::from_secs(10), async || status(&mut health).await
+            == Some(1))
+        .await,
         "gRPC health SERVING again"
     );
     // Nothing was lost or half-written: the old user and session work, new writes succeed.
     assert_eq!(app.status_of_public_key("survivor").await, 200);
     assert_eq!(app.status_of_public_key("newcomer").await, 404);
-    assert_eq!(app.post_user(&support::new_user("newcomer", &key)).await.status(), 201);
-    let reply = app.client.delete(app.url("/session")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(
+        app.post_user(&support::new_user("newcomer", &key))
+            .await
+            .status(),
+        201
+    );
+    let reply = app
+        .client
+        .delete(app.url("/session"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 204);
     app.stop().await;
 }

@@ -10,7 +10,10 @@ use ilo_proto::v1::{ValidateTokenRequest, WatchRevocationsRequest};
 use serde_json::json;
 use support::{Backend, PASSWORD, TestApp};
 
-async fn validate(app: &TestApp, token: &str) -> Result<ilo_proto::v1::ValidateTokenResponse, tonic::Status> {
+async fn validate(
+    app: &TestApp,
+    token: &str,
+) -> Result<ilo_proto::v1::ValidateTokenResponse, tonic::Status> {
     let mut client = app.tokens_client().await;
     client
         .validate_token(ValidateTokenRequest {
@@ -57,10 +60,20 @@ async fn unknown_and_revoked_tokens_are_unauthenticated(backend: Backend) {
     let key = app.create_user("ivan").await;
     let token = app.login("ivan", &key).await;
     validate(&app, &token).await.unwrap(); // now cached
-    let reply = app.client.delete(app.url("/session")).bearer_auth(&token).send().await.unwrap();
+    let reply = app
+        .client
+        .delete(app.url("/session"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 204);
     let status = validate(&app, &token).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unauthenticated, "the cache forgot it");
+    assert_eq!(
+        status.code(),
+        tonic::Code::Unauthenticated,
+        "the cache forgot it"
+    );
 }
 
 async fn expired_tokens_are_unauthenticated(backend: Backend) {
@@ -71,7 +84,13 @@ async fn expired_tokens_are_unauthenticated(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let status = validate(&app, &token).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
-    let reply = app.client.delete(app.url("/session")).bearer_auth(&token).send().await.unwrap();
+    let reply = app
+        .client
+        .delete(app.url("/session"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 401);
 }
 
@@ -95,7 +114,12 @@ async fn revocations_are_streamed_for_logout_user_deletion_and_key_revocation(ba
 
     let token = app.login("kim", &key).await;
     let session = validate(&app, &token).await.unwrap().session_id;
-    app.client.delete(app.url("/session")).bearer_auth(&token).send().await.unwrap();
+    app.client
+        .delete(app.url("/session"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(next_revocation().await, [session]);
 
     let first = app.login("kim", &key).await;
@@ -121,7 +145,12 @@ async fn revocations_are_streamed_for_logout_user_deletion_and_key_revocation(ba
     let other_key = app.create_user("lena").await;
     let token = app.login("lena", &other_key).await;
     let session = validate(&app, &token).await.unwrap().session_id;
-    let reply = app.client.delete(app.url(&format!("/key/{other_key}"))).send().await.unwrap();
+    let reply = app
+        .client
+        .delete(app.url(&format!("/key/{other_key}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 200);
     assert_eq!(next_revocation().await, [session]);
     assert_eq!(
@@ -134,10 +163,10 @@ async fn revocations_are_streamed_for_logout_user_deletion_and_key_revocation(ba
 async fn health_says_serving_and_reflection_lists_the_services() {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let app = TestApp::spawn(Backend::Sqlite).await;
     let channel = tonic::transport::Channel::from_shared(app.grpc_url())
@@ -151,7 +180,9 @@ async fn health_says_serving_and_reflection_lists_the_services() {
         // The monitor reports within its first check; allow it a few seconds to start.
         for _ in 0..50 {
             let reply = health
-                .check(HealthCheckRequest { service: service.into() })
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
                 .await;
             if reply.is_ok_and(|r| r.into_inner().status == 1) {
                 serving = true;
@@ -177,7 +208,56 @@ async fn health_says_serving_and_reflection_lists_the_services() {
         panic!("not a service list: {reply:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["ilo.v1.Tokens", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+    for expected in [
+        "ilo.v1.Tokens",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_revocations_are_also_published_there() {
+    let redis_server = tokio::task::spawn_blocking(support::redis::PrivateRedis::start)
+        .await
+        .unwrap();
+    let url = redis_server.url();
+    let app =
+        TestApp::spawn_with(Backend::Sqlite, |c| c.redis_url = Some(url.clone().into())).await;
+    let mut pubsub = redis::Client::open(url)
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub
+        .subscribe(ilo_api::tokens::REVOCATIONS_CHANNEL)
+        .await
+        .unwrap();
+    let mut messages = pubsub.on_message();
+
+    let key = app.create_user("mallory").await;
+    let token = app.login("mallory", &key).await;
+    let session = validate(&app, &token).await.unwrap().session_id;
+    app.client
+        .delete(app.url("/session"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+
+    let message = tokio::time::timeout(Duration::from_secs(1), messages.next())
+        .await
+        .expect("published within one second")
+        .unwrap();
+    let payload: serde_json::Value =
+        serde_json::from_str(&message.get_payload::<String>().unwrap()).unwrap();
+    assert_eq!(payload, json!({"session_ids": [session]}));
+    assert!(
+        !payload.to_string().contains(&token),
+        "the token itself never travels"
+    );
 }

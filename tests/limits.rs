@@ -8,7 +8,11 @@ use serde_json::json;
 use support::{Backend, PASSWORD, TestApp, error_of};
 
 fn retry_after(reply: &reqwest::Response) -> u64 {
-    reply.headers()["retry-after"].to_str().unwrap().parse().unwrap()
+    reply.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,7 +54,12 @@ fn client_from(n: u8) -> reqwest::Client {
 
 async fn login_status(app: &TestApp, from: u8, password: &str, key: &str) -> u16 {
     let body = json!({"username": "roamer", "password": password, "api_key": key});
-    let reply = client_from(from).put(app.url("/user")).json(&body).send().await.unwrap();
+    let reply = client_from(from)
+        .put(app.url("/user"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     reply.status().as_u16()
 }
 
@@ -60,7 +69,11 @@ async fn failures_count_per_username_across_addresses() {
     let key = app.create_user("roamer").await;
     assert_eq!(login_status(&app, 2, "Wrong-password1", &key).await, 401);
     assert_eq!(login_status(&app, 3, "Wrong-password1", &key).await, 401);
-    assert_eq!(login_status(&app, 4, PASSWORD, &key).await, 429, "the username is locked");
+    assert_eq!(
+        login_status(&app, 4, PASSWORD, &key).await,
+        429,
+        "the username is locked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +87,11 @@ async fn a_successful_login_clears_that_usernames_failures() {
     assert_eq!(login_status(&app, 5, PASSWORD, &key).await, 200);
     // The address keeps its own count.
     assert_eq!(login_status(&app, 4, "Wrong-password1", &key).await, 401);
-    assert_eq!(login_status(&app, 4, PASSWORD, &key).await, 429, "address 4 is locked");
+    assert_eq!(
+        login_status(&app, 4, PASSWORD, &key).await,
+        429,
+        "address 4 is locked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod postgres;
+pub mod redis;
 
 use std::net::SocketAddr;
 
@@ -60,11 +61,11 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Self::Postgres { admin_url, name } = self {
-            if let Ok(mut admin) = PgConnection::establish(admin_url) {
-                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin);
-            }
+        if let Self::Postgres { admin_url, name } = self
+            && let Ok(mut admin) = PgConnection::establish(admin_url)
+        {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin);
         }
     }
 }
@@ -216,7 +217,10 @@ pub async fn detail(reply: reqwest::Response) -> String {
 pub async fn error_of(reply: reqwest::Response) -> (u16, String, String) {
     let status = reply.status().as_u16();
     let body: Value = reply.json().await.expect("error bodies are JSON");
-    let detail = body["detail"].as_str().expect("detail is a string").to_owned();
+    let detail = body["detail"]
+        .as_str()
+        .expect("detail is a string")
+        .to_owned();
     let code = body["code"].as_str().expect("code is a string").to_owned();
     (status, detail, code)
 }

@@ -146,7 +146,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("{text:?}: expected a number and a unit (s, m, h, d)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: expected a number and a unit (s, m, h, d)"
+            ));
+        }
     };
     let n: u64 = number
         .parse()
@@ -182,6 +186,9 @@ mod tests {
             "postgres://db/ilo?***"
         );
         assert_eq!(mask_url("sqlite://data/ilo.db"), "sqlite://data/ilo.db");
-        assert_eq!(mask_url("redis://:pw@127.0.0.1/"), "redis://:***@127.0.0.1/");
+        assert_eq!(
+            mask_url("redis://:pw@127.0.0.1/"),
+            "redis://:***@127.0.0.1/"
+        );
     }
 }

@@ -187,14 +187,19 @@ impl PublicKey {
 }
 
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    let config = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let config =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
     [alphabet::STANDARD, alphabet::URL_SAFE]
         .iter()
         .find_map(|a| GeneralPurpose::new(a, config).decode(text).ok())
 }
 
 /// A room-independent check every body field shares: present, else a violation.
-pub fn required<T>(field: &'static str, value: Option<T>, broken: &mut Vec<Violation>) -> Option<T> {
+pub fn required<T>(
+    field: &'static str,
+    value: Option<T>,
+    broken: &mut Vec<Violation>,
+) -> Option<T> {
     if value.is_none() {
         broken.push(Violation::new(field, format!("{field} is required")));
     }
@@ -270,7 +275,9 @@ mod tests {
         ] {
             assert!(PublicKey::parse(engine.encode(bytes)).is_ok());
         }
-        assert!(PublicKey::parse(base64::engine::general_purpose::STANDARD.encode([1u8; 31])).is_err());
+        assert!(
+            PublicKey::parse(base64::engine::general_purpose::STANDARD.encode([1u8; 31])).is_err()
+        );
         assert!(PublicKey::parse("not base64!".into()).is_err());
         let too_long = base64::engine::general_purpose::STANDARD.encode([1u8; 2049]);
         assert!(PublicKey::parse(too_long).is_err());

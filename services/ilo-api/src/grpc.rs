@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
 use ilo_proto::v1::tokens_server::{Tokens as TokensApi, TokensServer};
-use ilo_proto::v1::{Revocation, ValidateTokenRequest, ValidateTokenResponse, WatchRevocationsRequest};
+use ilo_proto::v1::{
+    Revocation, ValidateTokenRequest, ValidateTokenResponse, WatchRevocationsRequest,
+};
 use tokio::sync::{broadcast, watch};
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
@@ -88,7 +90,9 @@ impl TokensApi for TokenService {
                 )),
                 // The watcher missed some: end its stream so it reconnects and re-validates.
                 Err(broadcast::error::RecvError::Lagged(_)) => Some((
-                    Err(Status::data_loss("revocations were missed; re-validate and watch again")),
+                    Err(Status::data_loss(
+                        "revocations were missed; re-validate and watch again",
+                    )),
                     None,
                 )),
                 Err(broadcast::error::RecvError::Closed) => None,

@@ -46,8 +46,16 @@ impl Metrics {
         let logins = Family::default();
         let validations = Family::default();
         let validation_seconds = latency_histogram();
-        registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
-        registry.register("http_request_seconds", "HTTP latency by route", http_seconds.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_seconds",
+            "HTTP latency by route",
+            http_seconds.clone(),
+        );
         registry.register("logins", "Login attempts by outcome", logins.clone());
         registry.register(
             "token_validations",

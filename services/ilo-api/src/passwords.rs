@@ -97,9 +97,21 @@ mod tests {
     async fn hashes_verify_and_use_owasp_parameters() {
         let pool = Passwords::new(1).expect("pool");
         let hash = pool.hash("Secret1!".into()).await.expect("hash");
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
-        assert!(pool.verify("Secret1!".into(), Some(hash.clone())).await.expect("verify"));
-        assert!(!pool.verify("Secret2!".into(), Some(hash)).await.expect("verify"));
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(
+            pool.verify("Secret1!".into(), Some(hash.clone()))
+                .await
+                .expect("verify")
+        );
+        assert!(
+            !pool
+                .verify("Secret2!".into(), Some(hash))
+                .await
+                .expect("verify")
+        );
         assert!(!pool.verify("Secret1!".into(), None).await.expect("verify"));
     }
 }

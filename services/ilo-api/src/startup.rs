@@ -107,7 +107,10 @@ impl Application {
         ));
         let mut chores = vec![tokio::spawn(sweep_expired_sessions(state.store.clone()))];
         if let Some(url) = self.redis_url {
-            chores.push(tokio::spawn(tokens::publish_to_redis(url, state.tokens.subscribe())));
+            chores.push(tokio::spawn(tokens::publish_to_redis(
+                url,
+                state.tokens.subscribe(),
+            )));
         }
         tracing::info!(http = %self.http_addr, grpc = %self.grpc_addr, "ilo-api is listening");
 

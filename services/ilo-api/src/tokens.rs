@@ -62,15 +62,19 @@ impl Tokens {
     }
 
     /// Like [`Tokens::validate`], and whether the answer came from the cache.
-    pub async fn lookup(&self, token: &str) -> Result<(Option<Arc<ValidSession>>, bool), StoreError> {
+    pub async fn lookup(
+        &self,
+        token: &str,
+    ) -> Result<(Option<Arc<ValidSession>>, bool), StoreError> {
         let token_hash = secrets::digest(token);
         let now = unix_now();
         let generation = {
             let cache = self.lock();
-            if let Some((session, fresh_until)) = cache.by_token.get(&token_hash) {
-                if Instant::now() < *fresh_until && session.expires_at > now {
-                    return Ok((Some(session.clone()), true));
-                }
+            if let Some((session, fresh_until)) = cache.by_token.get(&token_hash)
+                && Instant::now() < *fresh_until
+                && session.expires_at > now
+            {
+                return Ok((Some(session.clone()), true));
             }
             cache.generation
         };

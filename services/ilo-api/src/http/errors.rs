@@ -90,7 +90,9 @@ impl ApiError {
 fn invalid_code(violations: &[Violation]) -> &'static str {
     let first = violations.first().map(|v| v.field);
     let one_field = violations.iter().all(|v| Some(v.field) == first);
-    let missing = violations.iter().all(|v| v.message.ends_with("is required"));
+    let missing = violations
+        .iter()
+        .all(|v| v.message.ends_with("is required"));
     match (one_field, first) {
         _ if missing => "missing_field",
         (true, Some("username")) => "invalid_username",
@@ -177,7 +179,10 @@ impl From<anyhow::Error> for ApiError {
 
 /// Maps actix's JSON extraction failures to the contract: `413` for size, `400` for the rest.
 /// The body is never echoed: it may hold a password.
-pub fn json_error(err: actix_web::error::JsonPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
     use actix_web::error::{JsonPayloadError as J, PayloadError};
     let api = match &err {
         J::Overflow { .. } | J::OverflowKnownLength { .. } | J::Payload(PayloadError::Overflow) => {
@@ -197,7 +202,11 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, _: &actix_web::HttpRe
         },
         J::Deserialize(e) => ApiError::BadRequest {
             code: "malformed_json",
-            detail: format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()),
+            detail: format!(
+                "the body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
         },
         _ => ApiError::BadRequest {
             code: "bad_request",

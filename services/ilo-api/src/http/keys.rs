@@ -17,7 +17,10 @@ use crate::tokens::unix_now;
         (status = 429, description = "Too many keys from this address; see `Retry-After`", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     ))]
-pub async fn create(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     state
         .limits
         .keys
@@ -40,7 +43,10 @@ pub async fn create(state: web::Data<AppState>, req: HttpRequest) -> Result<Http
         (status = 404, description = "No such key", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     ))]
-pub async fn revoke(state: web::Data<AppState>, key: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn revoke(
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let key = key.into_inner();
     let unknown = || ApiError::NotFound {
         code: "unknown_api_key",

@@ -37,7 +37,9 @@ pub async fn observe(
             .inc();
         metrics
             .http_seconds
-            .get_or_create(&RouteLabels { route: route.clone() })
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
             .observe(seconds);
     }
     tracing::info!(%method, %route, status, ms = seconds * 1000.0, "request");

@@ -12,7 +12,10 @@ use crate::store;
 use crate::tokens::ValidSession;
 
 /// The session named by `Authorization: Bearer <token>`, or `401 invalid_token`.
-pub async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Arc<ValidSession>, ApiError> {
+pub async fn authenticate(
+    state: &AppState,
+    req: &HttpRequest,
+) -> Result<Arc<ValidSession>, ApiError> {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -32,7 +35,10 @@ pub async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Arc<Val
         (status = 204, description = "Revoked"),
         (status = 401, description = "`invalid_token`", body = ErrorBody),
     ))]
-pub async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let session = authenticate(&state, &req).await?;
     let id = session.session_id.clone();
     let existed = state

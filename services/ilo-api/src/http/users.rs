@@ -9,10 +9,10 @@ use super::errors::{ApiError, ErrorBody};
 use super::sessions::authenticate;
 use super::{Detail, client_address, keys};
 use crate::domain::{self, Password, PublicKey, Username, Violation, required};
+use crate::secrets;
 use crate::state::AppState;
 use crate::store::{self, NewSession, NewUser};
 use crate::tokens::unix_now;
-use crate::secrets;
 
 /// Fields are optional in the type so that a missing one is reported as a broken rule (`422`)
 /// together with every other, rather than as a JSON error.
@@ -64,7 +64,10 @@ pub struct DeleteUser {
         (status = 422, description = "Every broken rule, in `detail` and `errors`", body = ErrorBody),
         (status = 503, description = "Database unavailable or hashing pool saturated", body = ErrorBody),
     ))]
-pub async fn create(state: web::Data<AppState>, body: web::Json<CreateUser>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    body: web::Json<CreateUser>,
+) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let mut broken = Vec::new();
     let username = required("username", body.username, &mut broken);
@@ -90,7 +93,11 @@ pub async fn create(state: web::Data<AppState>, body: web::Json<CreateUser>) -> 
         public_key: public_key.into_inner(),
         created_at: unix_now(),
     };
-    match state.store.run(move |conn| store::insert_user(conn, user)).await {
+    match state
+        .store
+        .run(move |conn| store::insert_user(conn, user))
+        .await
+    {
         Err(store::StoreError::UsernameTaken) => {
             Err(ApiError::UsernameTaken(username.as_str().to_owned()))
         }
@@ -145,7 +152,10 @@ pub async fn login(
         created_at: unix_now(),
         expires_at,
     };
-    state.store.run(move |conn| store::insert_session(conn, session)).await?;
+    state
+        .store
+        .run(move |conn| store::insert_session(conn, session))
+        .await?;
     state.metrics.login("success");
     Ok(HttpResponse::Ok().json(LoginReply {
         detail: format!("Successful Login for {}", user.username),
@@ -175,7 +185,10 @@ async fn verify_password(
     let user = match user_key {
         Some(key) => {
             let key = key.to_owned();
-            state.store.run(move |conn| store::user_by_key(conn, &key)).await?
+            state
+                .store
+                .run(move |conn| store::user_by_key(conn, &key))
+                .await?
         }
         None => None,
     };
@@ -198,7 +211,10 @@ fn refuse_overlong(password: &str) -> Result<(), ApiError> {
     if domain::password_too_long(password) {
         return Err(ApiError::Invalid(vec![Violation::new(
             "password",
-            format!("password must be at most {} characters", domain::PASSWORD_CHARS.end()),
+            format!(
+                "password must be at most {} characters",
+                domain::PASSWORD_CHARS.end()
+            ),
         )]));
     }
     Ok(())
@@ -230,7 +246,10 @@ pub async fn public_key(
     let user = match Username::parse(&username) {
         Ok(name) => {
             let key = name.key().to_owned();
-            state.store.run(move |conn| store::user_by_key(conn, &key)).await?
+            state
+                .store
+                .run(move |conn| store::user_by_key(conn, &key))
+                .await?
         }
         // A name that breaks the rules cannot exist; the database need not be asked.
         Err(_) => None,
@@ -266,7 +285,10 @@ pub async fn delete(
     refuse_overlong(&password)?;
     let user_key = Username::key_of(&session.username);
     let user = verify_password(&state, &req, Some(&user_key), password).await?;
-    let revoked = state.store.run(move |conn| store::delete_user(conn, &user.id)).await?;
+    let revoked = state
+        .store
+        .run(move |conn| store::delete_user(conn, &user.id))
+        .await?;
     state.tokens.revoke(revoked);
     tracing::info!("user deleted");
     Ok(HttpResponse::NoContent().finish())

@@ -30,7 +30,9 @@ pub enum StoreError {
 impl From<DieselError> for StoreError {
     fn from(e: DieselError) -> Self {
         match e {
-            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => Self::UsernameTaken,
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                Self::UsernameTaken
+            }
             other => Self::Unavailable(other.to_string()),
         }
     }
@@ -102,5 +104,3 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| StoreError::Unavailable(format!("database task failed: {e}")))?
 }
-
-

@@ -17,7 +17,12 @@ pub struct UserRow {
     pub public_key: String,
 }
 
-const USER_COLUMNS: (users::id, users::username, users::password_hash, users::public_key) = (
+const USER_COLUMNS: (
+    users::id,
+    users::username,
+    users::password_hash,
+    users::public_key,
+) = (
     users::id,
     users::username,
     users::password_hash,
@@ -165,7 +170,8 @@ pub fn session_by_token(
 
 /// Deletes one session; whether it existed.
 pub fn delete_session(conn: &mut AnyConnection, session_id: &str) -> Result<bool, StoreError> {
-    let deleted = diesel::delete(sessions::table.filter(sessions::id.eq(session_id))).execute(conn)?;
+    let deleted =
+        diesel::delete(sessions::table.filter(sessions::id.eq(session_id))).execute(conn)?;
     Ok(deleted > 0)
 }
 
