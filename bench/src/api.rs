@@ -58,7 +58,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let api_key = new_key(&http, &base).await?;
     let public_key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
     let user = json!({"username": "bencher", "password": PASSWORD, "public_key": public_key, "api_key": api_key});
-    http.post(format!("{base}/user")).json(&user).send().await?.error_for_status()?;
+    http.post(format!("{base}/user"))
+        .json(&user)
+        .send()
+        .await?
+        .error_for_status()?;
     let login = json!({"username": "bencher", "password": PASSWORD, "api_key": api_key});
 
     let hash_ms = hash_time_ms();
@@ -67,13 +71,25 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         let (http, url, body) = (http.clone(), format!("{base}/user"), login.clone());
         move || {
             let (http, url, body) = (http.clone(), url.clone(), body.clone());
-            async move { http.put(url).json(&body).send().await.is_ok_and(|r| r.status() == 200) }
+            async move {
+                http.put(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
         }
     })
     .await;
     let mut health = health_during.await?;
 
-    let reply: serde_json::Value = http.put(format!("{base}/user")).json(&login).send().await?.json().await?;
+    let reply: serde_json::Value = http
+        .put(format!("{base}/user"))
+        .json(&login)
+        .send()
+        .await?
+        .json()
+        .await?;
     let token = reply["token"].as_str().unwrap_or_default().to_owned();
     let mut channels = Vec::new();
     for _ in 0..options.grpc_channels.max(1) {
@@ -83,7 +99,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let (validations, mut validation_latency) = hammer(options.grpc_callers, window, move || {
         let mut client = channels[next.fetch_add(1, Ordering::Relaxed) % channels.len()].clone();
         let token = token.clone();
-        async move { client.validate_token(ValidateTokenRequest { token }).await.is_ok() }
+        async move {
+            client
+                .validate_token(ValidateTokenRequest { token })
+                .await
+                .is_ok()
+        }
     })
     .await;
 
@@ -168,13 +189,23 @@ fn hash_time_ms() -> f64 {
 }
 
 async fn new_key(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
-    let reply: serde_json::Value = http.post(format!("{base}/key")).send().await?.json().await?;
+    let reply: serde_json::Value = http
+        .post(format!("{base}/key"))
+        .send()
+        .await?
+        .json()
+        .await?;
     Ok(reply["detail"].as_str().unwrap_or_default().to_owned())
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     for _ in 0..100 {
-        if http.get(format!("{base}/ready")).send().await.is_ok_and(|r| r.status() == 200) {
+        if http
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -214,9 +245,25 @@ impl Server {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start {}: {e} (cargo build --release first)", binary.display()))?;
-        let database = if database.starts_with("sqlite") { "sqlite" } else { "postgres" }.to_owned();
-        Ok(Self { child, http, grpc, database, _dir: Some(dir) })
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot start {}: {e} (cargo build --release first)",
+                    binary.display()
+                )
+            })?;
+        let database = if database.starts_with("sqlite") {
+            "sqlite"
+        } else {
+            "postgres"
+        }
+        .to_owned();
+        Ok(Self {
+            child,
+            http,
+            grpc,
+            database,
+            _dir: Some(dir),
+        })
     }
 }
 
@@ -231,5 +278,7 @@ impl Drop for Server {
 }
 
 fn free_addr() -> anyhow::Result<String> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .to_string())
 }
