@@ -70,6 +70,25 @@ impl TokensApi for TokenService {
         }
     }
 
+    async fn check_sessions(
+        &self,
+        request: Request<CheckSessionsRequest>,
+    ) -> Result<Response<CheckSessionsResponse>, Status> {
+        /// More than any relay holds; bounds the work one call can ask for.
+        const MAX_SESSIONS: usize = 100_000;
+        let ids = request.into_inner().session_ids;
+        if ids.len() > MAX_SESSIONS {
+            return Err(Status::invalid_argument("at most 100000 sessions per call"));
+        }
+        match self.tokens.ended(ids).await {
+            Ok(ended_session_ids) => Ok(Response::new(CheckSessionsResponse { ended_session_ids })),
+            Err(e) => {
+                tracing::warn!(error = %e, "session check failed");
+                Err(Status::unavailable("the database is unavailable"))
+            }
+        }
+    }
+
     type WatchRevocationsStream =
         Pin<Box<dyn Stream<Item = Result<Revocation, Status>> + Send + 'static>>;
 

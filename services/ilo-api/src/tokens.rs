@@ -114,6 +114,18 @@ impl Tokens {
             .insert(token_hash, (session, Instant::now() + CACHE_TTL));
     }
 
+    /// Which of `session_ids` have ended (revoked, expired or never existed).
+    pub async fn ended(&self, session_ids: Vec<String>) -> Result<Vec<String>, StoreError> {
+        let now = unix_now();
+        let (ids, asked) = (session_ids.clone(), session_ids);
+        let live = self
+            .store
+            .run(move |conn| store::live_sessions(conn, &ids, now))
+            .await?;
+        let live: std::collections::HashSet<String> = live.into_iter().collect();
+        Ok(asked.into_iter().filter(|id| !live.contains(id)).collect())
+    }
+
     /// Forgets the sessions and tells every watcher (relays) they are gone.
     pub fn revoke(&self, session_ids: Vec<String>) {
         if session_ids.is_empty() {

@@ -168,6 +168,25 @@ pub fn session_by_token(
     }))
 }
 
+/// Which of `ids` are sessions that exist and have not expired.
+pub fn live_sessions(
+    conn: &mut AnyConnection,
+    ids: &[String],
+    now: i64,
+) -> Result<Vec<String>, StoreError> {
+    let mut live = Vec::new();
+    // Chunks keep each statement under both backends' limits on bound parameters.
+    for chunk in ids.chunks(500) {
+        let found: Vec<String> = sessions::table
+            .filter(sessions::id.eq_any(chunk))
+            .filter(sessions::expires_at.gt(now))
+            .select(sessions::id)
+            .load(conn)?;
+        live.extend(found);
+    }
+    Ok(live)
+}
+
 /// Deletes one session; whether it existed.
 pub fn delete_session(conn: &mut AnyConnection, session_id: &str) -> Result<bool, StoreError> {
     let deleted =

@@ -1,0 +1,92 @@
+//! potion's settings: every one a flag and an environment variable (the flag wins).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Ilo's WebSocket relay.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "potion", version, about)]
+pub struct Config {
+    /// Listen address.
+    #[arg(long, env = "POTION_ADDR", default_value = "127.0.0.1:8081")]
+    pub addr: SocketAddr,
+
+    /// Where tokens are validated (ilo-api's gRPC address).
+    #[arg(long, env = "ILO_GRPC_URL", default_value = "http://127.0.0.1:50051")]
+    pub ilo_grpc_url: String,
+
+    /// Redis for fan-out across relays; unset: the in-process bus (one relay only).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Allowed WebSocket origins, comma-separated (`*`: any). Requests without an Origin header
+    /// (non-browser clients) and from the relay's own origin are always allowed.
+    #[arg(long, env = "POTION_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Rooms per connection.
+    #[arg(long, env = "POTION_MAX_ROOMS", default_value_t = 32)]
+    pub max_rooms: usize,
+
+    /// Largest `body`, in UTF-8 bytes.
+    #[arg(long, env = "POTION_MAX_BODY", default_value_t = 16_384)]
+    pub max_body: usize,
+
+    /// Sends per connection allowed in a burst.
+    #[arg(long, env = "POTION_SEND_BURST", default_value_t = 50)]
+    pub send_burst: u32,
+
+    /// Sends per connection per second after the burst (0: unlimited).
+    #[arg(long, env = "POTION_SEND_RATE", default_value_t = 20)]
+    pub send_rate: u32,
+
+    /// Outbound frames queued per connection before it is closed with 4009.
+    #[arg(long, env = "POTION_QUEUE", default_value_t = 1024)]
+    pub queue: usize,
+
+    /// Seconds between pings.
+    #[arg(long, env = "POTION_PING_SECS", default_value_t = 20)]
+    pub ping_secs: u64,
+
+    /// Seconds of silence from a client before it is closed with 4000.
+    #[arg(long, env = "POTION_IDLE_SECS", default_value_t = 60)]
+    pub idle_secs: u64,
+
+    /// Seconds a relay's presence entries live in Redis without being refreshed.
+    #[arg(long, env = "POTION_LEASE_SECS", default_value_t = 15)]
+    pub lease_secs: u64,
+
+    /// HTTP worker threads (default: the number of CPUs).
+    #[arg(long, env = "POTION_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+impl Config {
+    /// Defaults for tests and embedding: an ephemeral port, limits as documented.
+    pub fn for_tests(ilo_grpc_url: &str) -> Self {
+        let mut config = Self::parse_from(["potion"]);
+        config.addr = ([127, 0, 0, 1], 0).into();
+        config.ilo_grpc_url = ilo_grpc_url.to_owned();
+        config.workers = Some(1);
+        config
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_secs.max(1))
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_secs.max(1))
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs.max(3))
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
+    }
+}

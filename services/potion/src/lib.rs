@@ -1,0 +1,17 @@
+//! potion: Ilo's WebSocket relay (protocol `potion.v1`). Validates tokens with ilo-api over
+//! gRPC, keeps rooms of local connections in the `hub`, and fans messages out across relays
+//! through the `bus` (in process, or Redis pub/sub).
+
+pub mod auth;
+pub mod bus;
+pub mod config;
+mod connection;
+pub mod hub;
+mod metrics;
+mod probes;
+mod relay;
+mod startup;
+mod upgrade;
+
+pub use config::Config;
+pub use startup::Application;

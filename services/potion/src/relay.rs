@@ -1,0 +1,62 @@
+//! What every connection of one relay shares.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::watch;
+
+use crate::auth::Auth;
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::hub::{ConnId, Hub};
+use crate::metrics::Metrics;
+
+pub struct Relay {
+    pub config: Config,
+    pub hub: Arc<Hub>,
+    pub bus: Arc<dyn Bus>,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+    /// Random per process: makes message ids unique across relays.
+    pub relay_id: String,
+    pub stopping: watch::Receiver<bool>,
+    next_conn: AtomicU64,
+    next_message: AtomicU64,
+}
+
+impl Relay {
+    pub fn new(
+        config: Config,
+        hub: Arc<Hub>,
+        bus: Arc<dyn Bus>,
+        auth: Arc<Auth>,
+        metrics: Arc<Metrics>,
+        relay_id: String,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            config,
+            hub,
+            bus,
+            auth,
+            metrics,
+            relay_id,
+            stopping,
+            next_conn: AtomicU64::new(1),
+            next_message: AtomicU64::new(1),
+        }
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn next_message_id(&self) -> String {
+        let n = self.next_message.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.relay_id)
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+}
