@@ -4,6 +4,8 @@
 
 pub mod postgres;
 pub mod redis;
+pub mod relay;
+pub mod ws;
 
 use std::net::SocketAddr;
 

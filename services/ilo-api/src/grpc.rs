@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use ilo_proto::v1::tokens_server::{Tokens as TokensApi, TokensServer};
 use ilo_proto::v1::{
-    Revocation, ValidateTokenRequest, ValidateTokenResponse, WatchRevocationsRequest,
+    CheckSessionsRequest, CheckSessionsResponse, Revocation, ValidateTokenRequest,
+    ValidateTokenResponse, WatchRevocationsRequest,
 };
 use tokio::sync::{broadcast, watch};
 use tonic::{Request, Response, Status};
