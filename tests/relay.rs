@@ -21,18 +21,32 @@ async fn setup() -> (TestApp, TestRelay) {
 async fn members_join_chat_and_see_each_other_come_and_go() {
     let (api, relay) = setup().await;
     let (alice_token, bob_token) = (user(&api, "alice").await, user(&api, "bob").await);
-    let mut alice = ws::connect(&relay.ws_url("/ws"), &alice_token, Presented::Header).await.unwrap();
+    let mut alice = ws::connect(&relay.ws_url("/ws"), &alice_token, Presented::Header)
+        .await
+        .unwrap();
     let welcome = alice.welcome().await;
     assert_eq!(welcome["user"], "alice");
-    assert!(welcome["connection"].as_str().is_some_and(|c| !c.is_empty()));
+    assert!(
+        welcome["connection"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+    );
 
     let joined = alice.join("lobby").await;
     assert_eq!(joined["room"], "lobby");
-    assert_eq!(joined["members"], json!([{"user": "alice", "public_key": support::public_key()}]));
+    assert_eq!(
+        joined["members"],
+        json!([{"user": "alice", "public_key": support::public_key()}])
+    );
 
     let mut bob = relay.connect(&bob_token).await;
     let joined = bob.join("lobby").await;
-    let mut users: Vec<&str> = joined["members"].as_array().unwrap().iter().map(|m| m["user"].as_str().unwrap()).collect();
+    let mut users: Vec<&str> = joined["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap())
+        .collect();
     users.sort_unstable();
     assert_eq!(users, ["alice", "bob"]);
     let presence = alice.next().await;
@@ -41,20 +55,38 @@ async fn members_join_chat_and_see_each_other_come_and_go() {
         json!({"type": "presence", "room": "lobby", "user": "bob", "event": "join", "public_key": support::public_key()})
     );
 
-    bob.send(json!({"type": "send", "room": "lobby", "body": "hi", "ref": "c-17"})).await;
+    bob.send(json!({"type": "send", "room": "lobby", "body": "hi", "ref": "c-17"}))
+        .await;
     let (to_alice, to_bob) = (alice.next_text().await, bob.next_text().await);
-    assert_eq!(to_alice, to_bob, "the same bytes for every recipient, the sender included");
+    assert_eq!(
+        to_alice, to_bob,
+        "the same bytes for every recipient, the sender included"
+    );
     let message: serde_json::Value = serde_json::from_str(&to_alice).unwrap();
     assert_eq!(message["type"], "message");
-    assert_eq!((&message["room"], &message["from"], &message["body"], &message["ref"]), (&json!("lobby"), &json!("bob"), &json!("hi"), &json!("c-17")));
+    assert_eq!(
+        (
+            &message["room"],
+            &message["from"],
+            &message["body"],
+            &message["ref"]
+        ),
+        (&json!("lobby"), &json!("bob"), &json!("hi"), &json!("c-17"))
+    );
     assert!(message["id"].as_str().is_some_and(|id| !id.is_empty()));
     let ts = message["ts"].as_u64().unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     assert!(now - ts < 5_000, "ts is milliseconds since the epoch");
 
     bob.send(json!({"type": "leave", "room": "lobby"})).await;
     assert_eq!(bob.next().await, json!({"type": "left", "room": "lobby"}));
-    assert_eq!(alice.next().await, json!({"type": "presence", "room": "lobby", "user": "bob", "event": "leave"}));
+    assert_eq!(
+        alice.next().await,
+        json!({"type": "presence", "room": "lobby", "user": "bob", "event": "leave"})
+    );
     alice.send(json!({"type": "ping"})).await;
     assert_eq!(alice.next().await, json!({"type": "pong"}));
 }
@@ -62,17 +94,26 @@ async fn members_join_chat_and_see_each_other_come_and_go() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_rooms_stops_messages_from_the_old_one() {
     let (api, relay) = setup().await;
-    let (mut carol, mut dan) = (relay.connect(&user(&api, "carol").await).await, relay.connect(&user(&api, "dan").await).await);
+    let (mut carol, mut dan) = (
+        relay.connect(&user(&api, "carol").await).await,
+        relay.connect(&user(&api, "dan").await).await,
+    );
     carol.join("old").await;
     dan.join("old").await;
     carol.next_of("presence").await;
     dan.send(json!({"type": "leave", "room": "old"})).await;
     dan.next_of("left").await;
     dan.join("new").await;
-    carol.send(json!({"type": "send", "room": "old", "body": "anyone?"})).await;
+    carol
+        .send(json!({"type": "send", "room": "old", "body": "anyone?"}))
+        .await;
     assert_eq!(carol.next_of("message").await["body"], "anyone?");
     dan.send(json!({"type": "ping"})).await;
-    assert_eq!(dan.next().await["type"], "pong", "no message from the old room came first");
+    assert_eq!(
+        dan.next().await["type"],
+        "pong",
+        "no message from the old room came first"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,10 +121,16 @@ async fn tokens_work_in_the_header_the_subprotocol_and_the_query() {
     let (api, relay) = setup().await;
     let token = user(&api, "erin").await;
     for how in [Presented::Header, Presented::Subprotocol, Presented::Query] {
-        let mut ws = ws::connect(&relay.ws_url("/ws"), &token, how).await.unwrap();
+        let mut ws = ws::connect(&relay.ws_url("/ws"), &token, how)
+            .await
+            .unwrap();
         assert_eq!(ws.welcome().await["user"], "erin", "{how:?}");
         if let Presented::Subprotocol = how {
-            assert_eq!(ws.protocol.as_deref(), Some("potion.v1"), "the token is never echoed");
+            assert_eq!(
+                ws.protocol.as_deref(),
+                Some("potion.v1"),
+                "the token is never echoed"
+            );
         }
     }
     // The header wins over a bad query token.
@@ -97,13 +144,22 @@ async fn a_room_in_the_path_or_query_is_joined_at_once() {
     let (api, relay) = setup().await;
     let token = user(&api, "frank").await;
     for path in ["/ws/lobby", "/ws?room=lobby"] {
-        let mut ws = ws::connect(&relay.ws_url(path), &token, Presented::Header).await.unwrap();
+        let mut ws = ws::connect(&relay.ws_url(path), &token, Presented::Header)
+            .await
+            .unwrap();
         ws.welcome().await;
         assert_eq!(ws.next().await["type"], "joined", "{path}");
     }
     for path in ["/ws/bad%20room", "/ws?room=a;b"] {
-        let refused = ws::connect(&relay.ws_url(path), &token, Presented::Header).await.err().unwrap();
-        assert_eq!((refused.status, &refused.body["code"]), (400, &json!("bad_room")), "{path}");
+        let refused = ws::connect(&relay.ws_url(path), &token, Presented::Header)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            (refused.status, &refused.body["code"]),
+            (400, &json!("bad_room")),
+            "{path}"
+        );
     }
 }
 
@@ -111,20 +167,47 @@ async fn a_room_in_the_path_or_query_is_joined_at_once() {
 async fn bad_tokens_get_401_and_foreign_origins_403() {
     let (api, relay) = setup().await;
     for token in ["", "not-a-token"] {
-        let refused = ws::connect(&relay.ws_url("/ws"), token, Presented::Query).await.err().unwrap();
-        assert_eq!((refused.status, &refused.body["code"]), (401, &json!("invalid_token")));
+        let refused = ws::connect(&relay.ws_url("/ws"), token, Presented::Query)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            (refused.status, &refused.body["code"]),
+            (401, &json!("invalid_token"))
+        );
     }
     let token = user(&api, "grace").await;
-    let refused = ws::connect_with(&relay.ws_url("/ws"), &token, Presented::Header, Some("http://evil.example"))
-        .await
-        .err()
-        .unwrap();
+    let refused = ws::connect_with(
+        &relay.ws_url("/ws"),
+        &token,
+        Presented::Header,
+        Some("http://evil.example"),
+    )
+    .await
+    .err()
+    .unwrap();
     assert_eq!(refused.status, 403);
     let own = format!("http://{}", relay.addr);
-    assert!(ws::connect_with(&relay.ws_url("/ws"), &token, Presented::Header, Some(&own)).await.is_ok());
+    assert!(
+        ws::connect_with(&relay.ws_url("/ws"), &token, Presented::Header, Some(&own))
+            .await
+            .is_ok()
+    );
 
-    let allowing = TestRelay::spawn(&api, None, |c| c.allowed_origins = vec!["https://chat.example".into()]).await;
-    assert!(ws::connect_with(&allowing.ws_url("/ws"), &token, Presented::Header, Some("https://chat.example")).await.is_ok());
+    let allowing = TestRelay::spawn(&api, None, |c| {
+        c.allowed_origins = vec!["https://chat.example".into()]
+    })
+    .await;
+    assert!(
+        ws::connect_with(
+            &allowing.ws_url("/ws"),
+            &token,
+            Presented::Header,
+            Some("https://chat.example")
+        )
+        .await
+        .is_ok()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,25 +222,78 @@ async fn every_frame_error_is_reported_without_closing() {
     async fn expect(ws: &mut support::ws::Ws, frame: Message, code: &str, reference: Option<&str>) {
         ws.send_raw(frame).await;
         let error = ws.next().await;
-        assert_eq!((&error["type"], &error["code"]), (&json!("error"), &json!(code)), "{error}");
+        assert_eq!(
+            (&error["type"], &error["code"]),
+            (&json!("error"), &json!(code)),
+            "{error}"
+        );
         assert!(error["detail"].as_str().is_some_and(|d| !d.is_empty()));
         assert_eq!(error.get("ref").and_then(|r| r.as_str()), reference);
     }
     expect(&mut ws, Message::text("not json"), "bad_frame", None).await;
-    expect(&mut ws, Message::text(r#"{"type":"dance","ref":"r1"}"#), "bad_frame", Some("r1")).await;
-    expect(&mut ws, Message::text(r#"{"type":"send","room":"x","ref":"r2"}"#), "bad_frame", Some("r2")).await;
+    expect(
+        &mut ws,
+        Message::text(r#"{"type":"dance","ref":"r1"}"#),
+        "bad_frame",
+        Some("r1"),
+    )
+    .await;
+    expect(
+        &mut ws,
+        Message::text(r#"{"type":"send","room":"x","ref":"r2"}"#),
+        "bad_frame",
+        Some("r2"),
+    )
+    .await;
     expect(&mut ws, Message::binary(vec![1, 2, 3]), "bad_frame", None).await;
-    expect(&mut ws, Message::text(r#"{"type":"join","room":"no spaces"}"#), "bad_room", None).await;
-    expect(&mut ws, Message::text(r#"{"type":"send","room":"nowhere","body":"x","ref":"r3"}"#), "not_in_room", Some("r3")).await;
-    expect(&mut ws, Message::text(r#"{"type":"leave","room":"nowhere"}"#), "not_in_room", None).await;
+    expect(
+        &mut ws,
+        Message::text(r#"{"type":"join","room":"no spaces"}"#),
+        "bad_room",
+        None,
+    )
+    .await;
+    expect(
+        &mut ws,
+        Message::text(r#"{"type":"send","room":"nowhere","body":"x","ref":"r3"}"#),
+        "not_in_room",
+        Some("r3"),
+    )
+    .await;
+    expect(
+        &mut ws,
+        Message::text(r#"{"type":"leave","room":"nowhere"}"#),
+        "not_in_room",
+        None,
+    )
+    .await;
     let long_ref = "r".repeat(65);
-    expect(&mut ws, Message::text(json!({"type":"send","room":"a","body":"x","ref": long_ref}).to_string()), "bad_frame", None).await;
+    expect(
+        &mut ws,
+        Message::text(json!({"type":"send","room":"a","body":"x","ref": long_ref}).to_string()),
+        "bad_frame",
+        None,
+    )
+    .await;
     ws.join("a").await;
     ws.join("b").await;
-    expect(&mut ws, Message::text(r#"{"type":"join","room":"c"}"#), "too_many_rooms", None).await;
-    expect(&mut ws, Message::text(r#"{"type":"send","room":"a","body":"seventeen bytes!!","ref":"r4"}"#), "body_too_large", Some("r4")).await;
+    expect(
+        &mut ws,
+        Message::text(r#"{"type":"join","room":"c"}"#),
+        "too_many_rooms",
+        None,
+    )
+    .await;
+    expect(
+        &mut ws,
+        Message::text(r#"{"type":"send","room":"a","body":"seventeen bytes!!","ref":"r4"}"#),
+        "body_too_large",
+        Some("r4"),
+    )
+    .await;
     // Still open and working.
-    ws.send(json!({"type": "send", "room": "a", "body": "sixteen bytes!!!"})).await;
+    ws.send(json!({"type": "send", "room": "a", "body": "sixteen bytes!!!"}))
+        .await;
     assert_eq!(ws.next().await["body"], "sixteen bytes!!!");
 }
 
@@ -172,14 +308,20 @@ async fn floods_get_rate_limited_then_closed_with_4008() {
     let mut ws = relay.connect(&user(&api, "ivan").await).await;
     ws.join("flood").await;
     for i in 0..5 {
-        ws.send(json!({"type": "send", "room": "flood", "body": format!("{i}")})).await;
+        ws.send(json!({"type": "send", "room": "flood", "body": format!("{i}")}))
+            .await;
         assert_eq!(ws.next().await["type"], "message");
     }
-    ws.send(json!({"type": "send", "room": "flood", "body": "over", "ref": "o"})).await;
+    ws.send(json!({"type": "send", "room": "flood", "body": "over", "ref": "o"}))
+        .await;
     let error = ws.next().await;
-    assert_eq!((&error["code"], &error["ref"]), (&json!("rate_limited"), &json!("o")));
+    assert_eq!(
+        (&error["code"], &error["ref"]),
+        (&json!("rate_limited"), &json!("o"))
+    );
     for _ in 0..10 {
-        ws.send(json!({"type": "send", "room": "flood", "body": "more"})).await;
+        ws.send(json!({"type": "send", "room": "flood", "body": "more"}))
+            .await;
     }
     assert_eq!(ws.closed_with().await, 4008);
 }
@@ -232,13 +374,33 @@ async fn revoked_and_expired_sessions_close_with_4001() {
     let mut second = relay.connect(&expiring).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // the relay is watching revocations
     let started = std::time::Instant::now();
-    let reply = api.client.delete(api.url("/session")).bearer_auth(&revoked).send().await.unwrap();
+    let reply = api
+        .client
+        .delete(api.url("/session"))
+        .bearer_auth(&revoked)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 204);
     assert_eq!(first.closed_with().await, 4001);
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
-    let refused = ws::connect(&relay.ws_url("/ws"), &revoked, Presented::Header).await.err().unwrap();
-    assert_eq!(refused.status, 401, "the relay's cache forgot the revoked token");
-    assert_eq!(second.closed_with().await, 4001, "closed when the token expires");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let refused = ws::connect(&relay.ws_url("/ws"), &revoked, Presented::Header)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        refused.status, 401,
+        "the relay's cache forgot the revoked token"
+    );
+    assert_eq!(
+        second.closed_with().await,
+        4001,
+        "closed when the token expires"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,13 +427,19 @@ async fn a_reader_that_never_reads_is_cut_with_4009_and_the_room_keeps_flowing()
         seen
     });
     for i in 0..total {
-        sender.send(json!({"type": "send", "room": "busy", "body": body, "ref": i.to_string()})).await;
+        sender
+            .send(json!({"type": "send", "room": "busy", "body": body, "ref": i.to_string()}))
+            .await;
         if i % 50 == 0 {
             // Let the sender drain its own copies so only the stuck reader falls behind.
             while sender.next().await["ref"] != json!(i.to_string()) {}
         }
     }
-    assert_eq!(reader.await.unwrap(), total, "the steady reader got every message");
+    assert_eq!(
+        reader.await.unwrap(),
+        total,
+        "the steady reader got every message"
+    );
     assert_eq!(stuck.closed_with().await, 4009);
 }
 
@@ -284,11 +452,18 @@ async fn unreachable_ilo_api_refuses_new_tokens_with_503_but_chat_goes_on() {
     pat.join("on").await;
     api.stop().await;
 
-    let refused = ws::connect(&relay.ws_url("/ws"), &fresh, Presented::Header).await.err().unwrap();
-    assert_eq!((refused.status, &refused.body["code"]), (503, &json!("auth_unavailable")));
+    let refused = ws::connect(&relay.ws_url("/ws"), &fresh, Presented::Header)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        (refused.status, &refused.body["code"]),
+        (503, &json!("auth_unavailable"))
+    );
     let mut again = relay.connect(&cached).await; // known to be valid: cached
     again.join("on").await;
-    pat.send(json!({"type": "send", "room": "on", "body": "still here"})).await;
+    pat.send(json!({"type": "send", "room": "on", "body": "still here"}))
+        .await;
     assert_eq!(again.next_of("message").await["body"], "still here");
     let ready = reqwest::get(relay.http_url("/ready")).await.unwrap();
     assert_eq!(ready.status(), 503);
@@ -307,14 +482,31 @@ async fn shutdown_closes_every_connection_with_1001() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_and_metrics_answer() {
     let (api, relay) = setup().await;
-    assert_eq!(reqwest::get(relay.http_url("/health")).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(relay.http_url("/health"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     relay.wait_ready().await;
     let mut ws = relay.connect(&user(&api, "sam").await).await;
     ws.join("m").await;
-    ws.send(json!({"type": "send", "room": "m", "body": "count me"})).await;
+    ws.send(json!({"type": "send", "room": "m", "body": "count me"}))
+        .await;
     ws.next_of("message").await;
-    let metrics = reqwest::get(relay.http_url("/metrics")).await.unwrap().text().await.unwrap();
-    for line in ["potion_connections 1", "potion_rooms 1", "potion_messages_in_total 1", "potion_deliveries_total 1"] {
+    let metrics = reqwest::get(relay.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "potion_connections 1",
+        "potion_rooms 1",
+        "potion_messages_in_total 1",
+        "potion_deliveries_total 1",
+    ] {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }
 }

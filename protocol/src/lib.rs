@@ -163,7 +163,14 @@ mod tests {
 
     #[test]
     fn room_names_follow_the_rules() {
-        for good in ["lobby", "a", "x:y.z-w_1", "salon-café", "房间", &"r".repeat(64)] {
+        for good in [
+            "lobby",
+            "a",
+            "x:y.z-w_1",
+            "salon-café",
+            "房间",
+            &"r".repeat(64),
+        ] {
             assert!(is_valid_room(good), "{good}");
         }
         for bad in ["", "with space", "semi;colon", "slash/", &"r".repeat(65)] {

@@ -11,6 +11,25 @@ pub struct PrivateRedis {
 impl PrivateRedis {
     pub fn start() -> Self {
         let port = super::postgres::free_port();
+        Self {
+            child: Self::spawn(port),
+            port,
+        }
+    }
+
+    /// Kills the server (as a crash would: nothing is kept) and starts a new one on its port.
+    pub fn restart_after(&mut self, outage: Duration) {
+        self.kill();
+        std::thread::sleep(outage);
+        self.child = Self::spawn(self.port);
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn spawn(port: u16) -> Child {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -30,7 +49,7 @@ impl PrivateRedis {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { child, port }
+        child
     }
 
     pub fn url(&self) -> String {
@@ -40,7 +59,6 @@ impl PrivateRedis {
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

@@ -16,7 +16,11 @@ pub struct TestRelay {
 
 impl TestRelay {
     /// A relay on an ephemeral port, send limit off unless `adjust` sets it.
-    pub async fn spawn(api: &TestApp, redis: Option<&str>, adjust: impl FnOnce(&mut Config)) -> Self {
+    pub async fn spawn(
+        api: &TestApp,
+        redis: Option<&str>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = Config::for_tests(&api.grpc_url());
         config.redis_url = redis.map(str::to_owned);
         config.send_rate = 0;

@@ -39,7 +39,12 @@ pub async fn connect(url: &str, token: &str, how: Presented) -> Result<Ws, Refus
     connect_with(url, token, how, None).await
 }
 
-pub async fn connect_with(url: &str, token: &str, how: Presented, origin: Option<&str>) -> Result<Ws, Refused> {
+pub async fn connect_with(
+    url: &str,
+    token: &str,
+    how: Presented,
+    origin: Option<&str>,
+) -> Result<Ws, Refused> {
     let url = match how {
         Presented::Query if url.contains('?') => format!("{url}&token={token}"),
         Presented::Query => format!("{url}?token={token}"),
@@ -49,11 +54,17 @@ pub async fn connect_with(url: &str, token: &str, how: Presented, origin: Option
     let headers = request.headers_mut();
     match how {
         Presented::Header => {
-            headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+            headers.insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+            );
         }
         Presented::Subprotocol => {
             let value = format!("potion.v1, bearer.{token}");
-            headers.insert("sec-websocket-protocol", HeaderValue::from_str(&value).unwrap());
+            headers.insert(
+                "sec-websocket-protocol",
+                HeaderValue::from_str(&value).unwrap(),
+            );
         }
         Presented::Query => {}
     }
@@ -83,7 +94,10 @@ pub async fn connect_with(url: &str, token: &str, how: Presented, origin: Option
 
 impl Ws {
     pub async fn send(&mut self, frame: Value) {
-        self.stream.send(Message::text(frame.to_string())).await.unwrap();
+        self.stream
+            .send(Message::text(frame.to_string()))
+            .await
+            .unwrap();
     }
 
     pub async fn send_raw(&mut self, message: Message) {
@@ -138,7 +152,8 @@ impl Ws {
 
     /// Joins `room` and returns the `joined` frame.
     pub async fn join(&mut self, room: &str) -> Value {
-        self.send(serde_json::json!({"type": "join", "room": room})).await;
+        self.send(serde_json::json!({"type": "join", "room": room}))
+            .await;
         self.next_of("joined").await
     }
 

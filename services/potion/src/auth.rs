@@ -105,7 +105,8 @@ impl Auth {
 
     /// Forgets revoked sessions.
     pub fn forget(&self, session_ids: &[String]) {
-        self.lock().retain(|_, i| !session_ids.contains(&i.session_id));
+        self.lock()
+            .retain(|_, i| !session_ids.contains(&i.session_id));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<Identity>>> {
@@ -117,7 +118,11 @@ impl Auth {
     /// Follows ilo-api's revocation stream until `stopping`, closing revoked sessions' connections
     /// with 4001. Each time the stream (re)opens, revocations may have been missed, so every
     /// cached token is dropped and every live connection's session re-validated.
-    pub async fn follow_revocations(self: Arc<Self>, hub: Arc<Hub>, mut stopping: watch::Receiver<bool>) {
+    pub async fn follow_revocations(
+        self: Arc<Self>,
+        hub: Arc<Hub>,
+        mut stopping: watch::Receiver<bool>,
+    ) {
         let mut backoff = Duration::from_millis(100);
         loop {
             let opened = self
@@ -144,7 +149,9 @@ impl Auth {
                     }
                     tracing::warn!("revocation stream ended; reopening");
                 }
-                Err(status) => tracing::debug!(code = ?status.code(), "cannot watch revocations yet"),
+                Err(status) => {
+                    tracing::debug!(code = ?status.code(), "cannot watch revocations yet")
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
@@ -170,7 +177,10 @@ impl Auth {
             Ok(reply) => {
                 let ended = reply.into_inner().ended_session_ids;
                 let closed = hub.close_sessions(&ended, close::INVALID_SESSION);
-                tracing::info!(closed, "sessions re-checked after (re)opening the revocation stream");
+                tracing::info!(
+                    closed,
+                    "sessions re-checked after (re)opening the revocation stream"
+                );
             }
             Err(status) => tracing::warn!(code = ?status.code(), "could not re-check sessions"),
         }

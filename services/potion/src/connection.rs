@@ -11,7 +11,7 @@ use ilo_protocol::{ClientFrame, MAX_REF_CHARS, PresenceEvent, ServerFrame, close
 use tokio::sync::{mpsc, watch};
 
 use crate::bus::envelope;
-use crate::hub::{ConnHandle, ConnId, Identity, JoinError, Left, Outbound};
+use crate::hub::{ConnHandle, ConnId, Identity, JoinError, Left, Outbound, request_close};
 use crate::relay::Relay;
 
 /// Largest WebSocket message accepted; larger closes the connection with 1009.
@@ -20,7 +20,13 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Starts the connection's tasks; the welcome frame is the first thing it sends.
-pub fn start(relay: Arc<Relay>, identity: Arc<Identity>, session: Session, stream: MessageStream, room: Option<String>) {
+pub fn start(
+    relay: Arc<Relay>,
+    identity: Arc<Identity>,
+    session: Session,
+    stream: MessageStream,
+    room: Option<String>,
+) {
     let id = relay.next_conn_id();
     let (outbox, queued) = mpsc::channel(relay.config.queue.max(1));
     let (closer, closed) = watch::channel(None);
@@ -38,7 +44,7 @@ pub fn start(relay: Arc<Relay>, identity: Arc<Identity>, session: Session, strea
         },
     );
     if relay.is_stopping() {
-        closer.send_replace(Some(close::GOING_AWAY));
+        request_close(&closer, close::GOING_AWAY);
     }
     actix_web::rt::spawn(write(session, queued, closed.clone()));
     let conn = Conn {
@@ -67,7 +73,12 @@ struct Conn {
 }
 
 impl Conn {
-    async fn read(mut self, stream: MessageStream, mut closed: watch::Receiver<Option<u16>>, room: Option<String>) {
+    async fn read(
+        mut self,
+        stream: MessageStream,
+        mut closed: watch::Receiver<Option<u16>>,
+        room: Option<String>,
+    ) {
         let mut stream = stream
             .max_frame_size(MAX_MESSAGE)
             .aggregate_continuations()
@@ -76,7 +87,10 @@ impl Conn {
             self.join(room, None).await;
         }
         let config = &self.relay.config;
-        let (idle, mut ping) = (config.idle_timeout(), tokio::time::interval(config.ping_interval()));
+        let (idle, mut ping) = (
+            config.idle_timeout(),
+            tokio::time::interval(config.ping_interval()),
+        );
         ping.tick().await;
         let expiry = tokio::time::sleep(until_unix(self.identity.expires_at));
         tokio::pin!(expiry);
@@ -120,7 +134,11 @@ impl Conn {
         match serde_json::from_str::<ClientFrame>(text) {
             Ok(ClientFrame::Join { room }) => self.join(room, None).await,
             Ok(ClientFrame::Leave { room }) => self.leave(room).await,
-            Ok(ClientFrame::Send { room, body, reference }) => self.send(room, body, reference).await,
+            Ok(ClientFrame::Send {
+                room,
+                body,
+                reference,
+            }) => self.send(room, body, reference).await,
             Ok(ClientFrame::Ping) => self.reply(ServerFrame::Pong),
             Err(e) => {
                 // Only on the error path: find the ref the client attached, if any.
@@ -139,13 +157,20 @@ impl Conn {
 
     async fn join(&mut self, room: String, reference: Option<String>) {
         if !is_valid_room(&room) {
-            return self.reply(ServerFrame::error("bad_room", ilo_protocol::ROOM_RULE, reference));
+            return self.reply(ServerFrame::error(
+                "bad_room",
+                ilo_protocol::ROOM_RULE,
+                reference,
+            ));
         }
         let relay = self.relay.clone();
         let joined = match relay.hub.join(self.id, &room, relay.config.max_rooms) {
             Ok(joined) => joined,
             Err(JoinError::TooManyRooms) => {
-                let detail = format!("a connection may be in at most {} rooms", relay.config.max_rooms);
+                let detail = format!(
+                    "a connection may be in at most {} rooms",
+                    relay.config.max_rooms
+                );
                 return self.reply(ServerFrame::error("too_many_rooms", detail, reference));
             }
             Err(JoinError::UnknownConnection) => return,
@@ -180,7 +205,11 @@ impl Conn {
                 self.after_leave(left).await;
                 self.reply(ServerFrame::Left { room });
             }
-            None => self.reply(ServerFrame::error("not_in_room", "this connection is not in that room", None)),
+            None => self.reply(ServerFrame::error(
+                "not_in_room",
+                "this connection is not in that room",
+                None,
+            )),
         }
     }
 
@@ -211,7 +240,10 @@ impl Conn {
     }
 
     async fn send(&mut self, room: String, body: String, reference: Option<String>) {
-        if reference.as_ref().is_some_and(|r| r.chars().count() > MAX_REF_CHARS) {
+        if reference
+            .as_ref()
+            .is_some_and(|r| r.chars().count() > MAX_REF_CHARS)
+        {
             let detail = format!("ref is at most {MAX_REF_CHARS} characters");
             return self.reply(ServerFrame::error("bad_frame", detail, None));
         }
@@ -237,7 +269,10 @@ impl Conn {
         };
         // Serialized once; every recipient on every relay gets these bytes.
         let json = frame.to_json();
-        let ServerFrame::Message { room, reference, .. } = frame else {
+        let ServerFrame::Message {
+            room, reference, ..
+        } = frame
+        else {
             return;
         };
         let started = Instant::now();
@@ -260,7 +295,10 @@ impl Conn {
         if config.send_rate == 0 {
             return true;
         }
-        let (burst, rate) = (f64::from(config.send_burst.max(1)), f64::from(config.send_rate));
+        let (burst, rate) = (
+            f64::from(config.send_burst.max(1)),
+            f64::from(config.send_rate),
+        );
         let now = Instant::now();
         let (tokens, at) = self.bucket.unwrap_or((burst, now));
         let tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(burst);
@@ -276,7 +314,11 @@ impl Conn {
             self.close(close::RATE_LIMITED);
         } else {
             let detail = format!("at most {} messages per second", config.send_rate);
-            self.reply(ServerFrame::error("rate_limited", detail, reference.clone()));
+            self.reply(ServerFrame::error(
+                "rate_limited",
+                detail,
+                reference.clone(),
+            ));
         }
         false
     }
@@ -288,27 +330,34 @@ impl Conn {
     /// Queues without waiting; a connection whose queue is full is a slow consumer.
     fn queue(&self, item: Outbound) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.outbox.try_send(item)
-            && self.closer.send_replace(Some(close::SLOW_CONSUMER)).is_none()
+            && self
+                .closer
+                .send_replace(Some(close::SLOW_CONSUMER))
+                .is_none()
         {
             self.relay.metrics.slow_consumers.inc();
         }
     }
 
     fn close(&self, code: u16) {
-        self.closer.send_if_modified(|current| {
-            let first = current.is_none();
-            current.get_or_insert(code);
-            first
-        });
+        request_close(&self.closer, code);
     }
 }
 
 fn bus_down(reference: Option<String>) -> ServerFrame {
-    ServerFrame::error("bus_unavailable", "messages cannot be relayed right now; retry shortly", reference)
+    ServerFrame::error(
+        "bus_unavailable",
+        "messages cannot be relayed right now; retry shortly",
+        reference,
+    )
 }
 
 /// Drains the outbox into the socket until the connection is closed, then sends the close frame.
-async fn write(mut session: Session, mut queued: mpsc::Receiver<Outbound>, mut closed: watch::Receiver<Option<u16>>) {
+async fn write(
+    mut session: Session,
+    mut queued: mpsc::Receiver<Outbound>,
+    mut closed: watch::Receiver<Option<u16>>,
+) {
     loop {
         let next = tokio::select! {
             biased;

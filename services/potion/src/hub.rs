@@ -241,7 +241,12 @@ impl Hub {
             match conn.handle.outbox.try_send(Outbound::Text(frame.clone())) {
                 Ok(()) => delivered += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    if conn.handle.closer.send_replace(Some(close::SLOW_CONSUMER)).is_none() {
+                    if conn
+                        .handle
+                        .closer
+                        .send_replace(Some(close::SLOW_CONSUMER))
+                        .is_none()
+                    {
                         self.metrics.slow_consumers.inc();
                     }
                 }
@@ -255,18 +260,20 @@ impl Hub {
     pub fn close_sessions(&self, session_ids: &[String], code: u16) -> usize {
         let wanted: HashSet<&str> = session_ids.iter().map(String::as_str).collect();
         let state = self.lock();
-        state
-            .conns
-            .values()
-            .filter(|c| wanted.contains(c.handle.identity.session_id.as_str()))
-            .map(|c| c.handle.closer.send_replace(Some(code)))
-            .count()
+        let mut closed = 0;
+        for conn in state.conns.values() {
+            if wanted.contains(conn.handle.identity.session_id.as_str()) {
+                request_close(&conn.handle.closer, code);
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Closes every connection with `code` (shutdown: 1001).
     pub fn close_all(&self, code: u16) {
         for conn in self.lock().conns.values() {
-            conn.handle.closer.send_replace(Some(code));
+            request_close(&conn.handle.closer, code);
         }
     }
 
@@ -281,9 +288,23 @@ impl Hub {
         ids.into_iter().cloned().collect()
     }
 
+    /// Rooms with a member on this relay.
+    pub fn rooms(&self) -> Vec<Arc<str>> {
+        self.lock().rooms.keys().cloned().collect()
+    }
+
     pub fn connection_count(&self) -> usize {
         self.lock().conns.len()
     }
+}
+
+/// Asks a connection to close with `code`; the first code asked for wins. Whether this was it.
+pub fn request_close(closer: &watch::Sender<Option<u16>>, code: u16) -> bool {
+    closer.send_if_modified(|current| {
+        let first = current.is_none();
+        current.get_or_insert(code);
+        first
+    })
 }
 
 fn remove_member(state: &mut State, id: ConnId, user: &str, room: Arc<str>) -> Option<Left> {

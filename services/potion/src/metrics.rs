@@ -35,16 +35,36 @@ impl Metrics {
             rate_limited: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register("connections", "Open WebSocket connections", metrics.connections.clone());
-        registry.register("rooms", "Rooms with a member on this relay", metrics.rooms.clone());
-        registry.register("messages_in", "Messages accepted from clients", metrics.messages_in.clone());
-        registry.register("deliveries", "Frames queued to local recipients", metrics.deliveries.clone());
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "rooms",
+            "Rooms with a member on this relay",
+            metrics.rooms.clone(),
+        );
+        registry.register(
+            "messages_in",
+            "Messages accepted from clients",
+            metrics.messages_in.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Frames queued to local recipients",
+            metrics.deliveries.clone(),
+        );
         registry.register(
             "publish_seconds",
             "Time to hand a message to the fan-out bus",
             metrics.publish_seconds.clone(),
         );
-        registry.register("bus_reconnects", "Reconnections to Redis", metrics.bus_reconnects.clone());
+        registry.register(
+            "bus_reconnects",
+            "Reconnections to Redis",
+            metrics.bus_reconnects.clone(),
+        );
         registry.register(
             "token_validation_seconds",
             "gRPC ValidateToken latency",
@@ -60,8 +80,15 @@ impl Metrics {
             "Connections closed with 4009",
             metrics.slow_consumers.clone(),
         );
-        registry.register("rate_limited", "Sends refused by the rate limit", metrics.rate_limited.clone());
-        Self { registry, ..metrics }
+        registry.register(
+            "rate_limited",
+            "Sends refused by the rate limit",
+            metrics.rate_limited.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
     }
 
     pub fn encode(&self) -> String {

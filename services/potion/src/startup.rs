@@ -41,7 +41,13 @@ impl Application {
         let relay_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
         let (bus, redis): (Arc<dyn Bus>, _) = match &config.redis_url {
             Some(url) => {
-                let redis = RedisBus::new(url, hub.clone(), relay_id.clone(), config.lease(), metrics.clone())?;
+                let redis = RedisBus::new(
+                    url,
+                    hub.clone(),
+                    relay_id.clone(),
+                    config.lease(),
+                    metrics.clone(),
+                )?;
                 (redis.clone(), Some(redis))
             }
             None => (Arc::new(LocalBus::new(hub.clone())), None),
@@ -49,7 +55,9 @@ impl Application {
         let auth = Arc::new(Auth::new(&config.ilo_grpc_url, metrics.clone())?);
         let (stop, stopping) = watch::channel(false);
         let workers = config.workers();
-        let relay = Arc::new(Relay::new(config, hub, bus, auth, metrics, relay_id, stopping));
+        let relay = Arc::new(Relay::new(
+            config, hub, bus, auth, metrics, relay_id, stopping,
+        ));
         let data = web::Data::new(relay.clone());
         let server = HttpServer::new(move || {
             App::new()
@@ -82,14 +90,13 @@ impl Application {
         let relay = self.relay;
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
-        let mut chores = vec![tokio::spawn(
-            relay
-                .auth
-                .clone()
-                .follow_revocations(relay.hub.clone(), relay.stopping.clone()),
-        )];
+        let mut chores =
+            vec![tokio::spawn(relay.auth.clone().follow_revocations(
+                relay.hub.clone(),
+                relay.stopping.clone(),
+            ))];
         if let Some(redis) = self.redis {
-            chores.push(tokio::spawn(redis.maintain(relay.hub.clone(), relay.stopping.clone())));
+            chores.push(tokio::spawn(redis.maintain(relay.stopping.clone())));
         }
         tracing::info!(addr = %self.addr, relay = %relay.relay_id, "potion is listening");
 

@@ -94,7 +94,10 @@ async fn upgrade(
     }
     let query = web::Query::<WsQuery>::from_query(req.query_string())
         .map(web::Query::into_inner)
-        .unwrap_or(WsQuery { token: None, room: None });
+        .unwrap_or(WsQuery {
+            token: None,
+            room: None,
+        });
     let room = path_room.or(query.room);
     if room.as_deref().is_some_and(|r| !is_valid_room(r)) {
         return Err(UpgradeError::BadRoom);
@@ -111,7 +114,8 @@ async fn upgrade(
     } else {
         actix_ws::handle(&req, body)
     };
-    let (response, session, stream) = handshake.map_err(|e| UpgradeError::Handshake(e.to_string()))?;
+    let (response, session, stream) =
+        handshake.map_err(|e| UpgradeError::Handshake(e.to_string()))?;
     connection::start(relay, identity, session, stream, room);
     Ok(response)
 }
@@ -147,7 +151,11 @@ fn subprotocols(headers: &HeaderMap) -> Vec<String> {
 
 /// No Origin (not a browser), the relay's own origin, or one the configuration allows.
 fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
-    let Some(origin) = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+    let Some(origin) = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
         return true;
     };
     let host = req.connection_info().host().to_owned();

@@ -20,7 +20,11 @@ impl LocalBus {
 }
 
 impl Bus for LocalBus {
-    fn publish<'a>(&'a self, room: &'a str, envelope: ByteString) -> BoxFuture<'a, Result<(), BusDown>> {
+    fn publish<'a>(
+        &'a self,
+        room: &'a str,
+        envelope: ByteString,
+    ) -> BoxFuture<'a, Result<(), BusDown>> {
         self.hub.deliver(room, &envelope);
         futures_util::future::ready(Ok(())).boxed()
     }
@@ -33,7 +37,11 @@ impl Bus for LocalBus {
         futures_util::future::ready(()).boxed()
     }
 
-    fn enter<'a>(&'a self, _: &'a str, _: &'a Identity) -> BoxFuture<'a, Result<Presence, BusDown>> {
+    fn enter<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a Identity,
+    ) -> BoxFuture<'a, Result<Presence, BusDown>> {
         futures_util::future::ready(Ok(Presence {
             members: None,
             present_elsewhere: false,

@@ -27,7 +27,11 @@ pub struct Presence {
 pub trait Bus: Send + Sync + 'static {
     /// Sends an envelope (`<user id to skip>\n<frame>`) to the room's members on every relay,
     /// this one included. One publish per message, whatever the number of recipients.
-    fn publish<'a>(&'a self, room: &'a str, envelope: ByteString) -> BoxFuture<'a, Result<(), BusDown>>;
+    fn publish<'a>(
+        &'a self,
+        room: &'a str,
+        envelope: ByteString,
+    ) -> BoxFuture<'a, Result<(), BusDown>>;
 
     /// Starts receiving the room: its first member on this relay joined.
     fn subscribe<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<(), BusDown>>;
@@ -36,7 +40,11 @@ pub trait Bus: Send + Sync + 'static {
     fn unsubscribe<'a>(&'a self, room: &'a str) -> BoxFuture<'a, ()>;
 
     /// Records that `who` is in `room` on this relay.
-    fn enter<'a>(&'a self, room: &'a str, who: &'a Identity) -> BoxFuture<'a, Result<Presence, BusDown>>;
+    fn enter<'a>(
+        &'a self,
+        room: &'a str,
+        who: &'a Identity,
+    ) -> BoxFuture<'a, Result<Presence, BusDown>>;
 
     /// Records that `who` left `room` on this relay; whether it is still present elsewhere.
     fn exit<'a>(&'a self, room: &'a str, who: &'a Identity) -> BoxFuture<'a, bool>;
