@@ -239,7 +239,7 @@ mod tests {
 
     #[test]
     fn username_rules_are_all_reported() {
-        let broken = messages(Username::parse("a\tb"));
+        let broken = messages(Username::parse("a b"));
         assert_eq!(broken.len(), 1, "{broken:?}");
         let broken = messages(Username::parse(" \u{7}"));
         assert_eq!(broken.len(), 3, "{broken:?}");
