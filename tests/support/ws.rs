@@ -1,29 +1,19 @@
-//! A WebSocket client for tests, speaking potion.v1 over loopback with tokio-tungstenite.
+//! Test helpers over `ilo-client`'s WebSocket connection: they wait a bounded time and panic
+//! with a clear message, so tests read as the protocol's steps.
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use ilo_client::ws::{self, Connection, Incoming, Options, WsError};
 use serde_json::Value;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::Message;
+
+pub use ilo_client::ws::Presented;
 
 /// How long a test waits for a frame it expects.
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
-/// How a client presents its token.
-#[derive(Clone, Copy, Debug)]
-pub enum Presented {
-    Header,
-    Subprotocol,
-    Query,
-}
-
 pub struct Ws {
-    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    connection: Connection,
     /// The subprotocol the relay selected, if any.
     pub protocol: Option<String>,
 }
@@ -39,84 +29,38 @@ pub async fn connect(url: &str, token: &str, how: Presented) -> Result<Ws, Refus
     connect_with(url, token, how, None).await
 }
 
-pub async fn connect_with(
-    url: &str,
-    token: &str,
-    how: Presented,
-    origin: Option<&str>,
-) -> Result<Ws, Refused> {
-    let url = match how {
-        Presented::Query if url.contains('?') => format!("{url}&token={token}"),
-        Presented::Query => format!("{url}?token={token}"),
-        _ => url.to_owned(),
-    };
-    let mut request = url.into_client_request().unwrap();
-    let headers = request.headers_mut();
-    match how {
-        Presented::Header => {
-            headers.insert(
-                "authorization",
-                HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-            );
-        }
-        Presented::Subprotocol => {
-            let value = format!("potion.v1, bearer.{token}");
-            headers.insert(
-                "sec-websocket-protocol",
-                HeaderValue::from_str(&value).unwrap(),
-            );
-        }
-        Presented::Query => {}
-    }
-    if let Some(origin) = origin {
-        headers.insert("origin", HeaderValue::from_str(origin).unwrap());
-    }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((stream, response)) => Ok(Ws {
-            stream,
-            protocol: response
-                .headers()
-                .get("sec-websocket-protocol")
-                .map(|v| v.to_str().unwrap().to_owned()),
+pub async fn connect_with(url: &str, token: &str, how: Presented, origin: Option<&str>) -> Result<Ws, Refused> {
+    match ws::connect(url, token, how, Options { origin }).await {
+        Ok(connection) => Ok(Ws {
+            protocol: connection.protocol.clone(),
+            connection,
         }),
-        Err(WsError::Http(response)) => {
-            let status = response.status().as_u16();
-            let body = response
-                .body()
-                .as_ref()
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or(Value::Null);
-            Err(Refused { status, body })
-        }
+        Err(WsError::Refused { status, body }) => Err(Refused { status, body }),
         Err(e) => panic!("connect failed: {e}"),
     }
 }
 
 impl Ws {
     pub async fn send(&mut self, frame: Value) {
-        self.stream
-            .send(Message::text(frame.to_string()))
-            .await
-            .unwrap();
+        self.send_raw(Message::text(frame.to_string())).await;
     }
 
     pub async fn send_raw(&mut self, message: Message) {
-        self.stream.send(message).await.unwrap();
+        self.connection.send_raw(message).await.unwrap();
+    }
+
+    async fn incoming(&mut self) -> Incoming {
+        tokio::time::timeout(PATIENCE, self.connection.recv())
+            .await
+            .expect("a frame in time")
+            .expect("the connection is open")
     }
 
     /// The next text frame as raw text; panics on close or timeout.
     pub async fn next_text(&mut self) -> String {
-        loop {
-            let message = tokio::time::timeout(PATIENCE, self.stream.next())
-                .await
-                .expect("a frame in time")
-                .expect("the connection is open")
-                .expect("a valid frame");
-            match message {
-                Message::Text(text) => return text.to_string(),
-                Message::Ping(_) | Message::Pong(_) => {}
-                other => panic!("expected a text frame, got {other:?}"),
-            }
+        match self.incoming().await {
+            Incoming::Text(text) => text,
+            Incoming::Closed(code) => panic!("closed with {code} while a frame was expected"),
         }
     }
 
@@ -137,23 +81,17 @@ impl Ws {
     /// Reads until the relay closes; the close code. Frames before it are skipped.
     pub async fn closed_with(&mut self) -> u16 {
         loop {
-            let message = tokio::time::timeout(PATIENCE, self.stream.next())
-                .await
-                .expect("closed in time");
-            match message {
-                Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => return code.into(),
-                Some(Ok(Message::Close(None))) => return 1005,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => panic!("connection failed instead of closing: {e}"),
-                None => panic!("the stream ended without a close frame"),
+            match tokio::time::timeout(PATIENCE, self.connection.recv()).await.expect("closed in time") {
+                Ok(Incoming::Closed(code)) => return code,
+                Ok(Incoming::Text(_)) => {}
+                Err(e) => panic!("the connection failed instead of closing: {e}"),
             }
         }
     }
 
     /// Joins `room` and returns the `joined` frame.
     pub async fn join(&mut self, room: &str) -> Value {
-        self.send(serde_json::json!({"type": "join", "room": room}))
-            .await;
+        self.send(serde_json::json!({"type": "join", "room": room})).await;
         self.next_of("joined").await
     }
 
