@@ -1,13 +1,8 @@
-//! `ilo-bench`: load generators that measure Ilo over loopback and print figures (never asserts).
-//!
-//! `ilo-bench api` starts the release `ilo-api` binary on a fresh SQLite database (or
-//! `--database-url`), with its rate limits off, and measures key issuance, logins, `/health`
-//! latency while logins saturate the hashing pool, and gRPC `ValidateToken`.
-
-mod api;
-mod stats;
+//! `ilo-bench`: `ilo-bench api` measures ilo-api, `ilo-bench potion` (also the `potion-bench`
+//! binary) measures relays.
 
 use clap::{Parser, Subcommand};
+use ilo_bench::{api, potion};
 
 #[derive(Parser)]
 #[command(name = "ilo-bench", about)]
@@ -20,11 +15,14 @@ struct Cli {
 enum Command {
     /// Measure ilo-api (REST and gRPC).
     Api(api::Options),
+    /// Measure potion relays (the same as `potion-bench`).
+    Potion(potion::Options),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Api(options) => api::run(options).await,
+        Command::Potion(options) => potion::run(options).await,
     }
 }

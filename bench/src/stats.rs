@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 #[derive(Default)]
-pub struct Samples(Vec<Duration>);
+pub struct Samples(pub Vec<Duration>);
 
 impl Samples {
     pub fn push(&mut self, d: Duration) {

@@ -43,16 +43,37 @@ impl Api {
     }
 
     /// `POST /user`.
-    pub async fn register(&self, username: &str, password: &str, public_key: &str, api_key: &str) -> Result<(), RestError> {
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &str,
+        public_key: &str,
+        api_key: &str,
+    ) -> Result<(), RestError> {
         let body = json!({"username": username, "password": password, "public_key": public_key, "api_key": api_key});
-        let reply = self.http.post(format!("{}/user", self.base)).json(&body).send().await?;
+        let reply = self
+            .http
+            .post(format!("{}/user", self.base))
+            .json(&body)
+            .send()
+            .await?;
         checked(reply).await.map(drop)
     }
 
     /// `PUT /user`: logs in.
-    pub async fn login(&self, username: &str, password: &str, api_key: &str) -> Result<Session, RestError> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        api_key: &str,
+    ) -> Result<Session, RestError> {
         let body = json!({"username": username, "password": password, "api_key": api_key});
-        let reply = self.http.put(format!("{}/user", self.base)).json(&body).send().await?;
+        let reply = self
+            .http
+            .put(format!("{}/user", self.base))
+            .json(&body)
+            .send()
+            .await?;
         let body = checked(reply).await?;
         Ok(Session {
             token: body["token"].as_str().unwrap_or_default().to_owned(),
@@ -62,13 +83,22 @@ impl Api {
 
     /// `GET /user/{username}`: a user's public key.
     pub async fn public_key(&self, username: &str) -> Result<String, RestError> {
-        let reply = self.http.get(format!("{}/user/{username}", self.base)).send().await?;
+        let reply = self
+            .http
+            .get(format!("{}/user/{username}", self.base))
+            .send()
+            .await?;
         Ok(detail(checked(reply).await?))
     }
 
     /// `DELETE /session`: logs out.
     pub async fn logout(&self, token: &str) -> Result<(), RestError> {
-        let reply = self.http.delete(format!("{}/session", self.base)).bearer_auth(token).send().await?;
+        let reply = self
+            .http
+            .delete(format!("{}/session", self.base))
+            .bearer_auth(token)
+            .send()
+            .await?;
         checked(reply).await.map(drop)
     }
 }

@@ -62,7 +62,12 @@ pub struct Options<'a> {
 }
 
 /// Opens `url` (`ws://host:port/ws`, `/ws/<room>`, `/ws?room=...`) with `token`.
-pub async fn connect(url: &str, token: &str, how: Presented, options: Options<'_>) -> Result<Connection, WsError> {
+pub async fn connect(
+    url: &str,
+    token: &str,
+    how: Presented,
+    options: Options<'_>,
+) -> Result<Connection, WsError> {
     let url = match how {
         Presented::Query if url.contains('?') => format!("{url}&token={token}"),
         Presented::Query => format!("{url}?token={token}"),
@@ -70,20 +75,27 @@ pub async fn connect(url: &str, token: &str, how: Presented, options: Options<'_
     };
     let mut request = url.into_client_request()?;
     let headers = request.headers_mut();
-    let header = |text: String| HeaderValue::from_str(&text).map_err(|e| WsError::Transport(tungstenite::Error::HttpFormat(e.into())));
+    let header = |text: String| {
+        HeaderValue::from_str(&text)
+            .map_err(|e| WsError::Transport(tungstenite::Error::HttpFormat(e.into())))
+    };
     match how {
         Presented::Header => {
             headers.insert("authorization", header(format!("Bearer {token}"))?);
         }
         Presented::Subprotocol => {
-            headers.insert("sec-websocket-protocol", header(format!("{SUBPROTOCOL}, {BEARER_PREFIX}{token}"))?);
+            headers.insert(
+                "sec-websocket-protocol",
+                header(format!("{SUBPROTOCOL}, {BEARER_PREFIX}{token}"))?,
+            );
         }
         Presented::Query => {}
     }
     if let Some(origin) = options.origin {
         headers.insert("origin", header(origin.to_owned())?);
     }
-    match tokio_tungstenite::connect_async(request).await {
+    // Nagle off: chat frames are small and each should leave at once.
+    match tokio_tungstenite::connect_async_with_config(request, None, true).await {
         Ok((stream, response)) => Ok(Connection {
             stream,
             protocol: response
@@ -165,7 +177,9 @@ where
     loop {
         match stream.next().await {
             Some(Ok(Message::Text(text))) => return Ok(Incoming::Text(text.to_string())),
-            Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => return Ok(Incoming::Closed(code.into())),
+            Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => {
+                return Ok(Incoming::Closed(code.into()));
+            }
             Some(Ok(Message::Close(None))) => return Ok(Incoming::Closed(1005)),
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e.into()),

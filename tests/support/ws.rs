@@ -29,7 +29,12 @@ pub async fn connect(url: &str, token: &str, how: Presented) -> Result<Ws, Refus
     connect_with(url, token, how, None).await
 }
 
-pub async fn connect_with(url: &str, token: &str, how: Presented, origin: Option<&str>) -> Result<Ws, Refused> {
+pub async fn connect_with(
+    url: &str,
+    token: &str,
+    how: Presented,
+    origin: Option<&str>,
+) -> Result<Ws, Refused> {
     match ws::connect(url, token, how, Options { origin }).await {
         Ok(connection) => Ok(Ws {
             protocol: connection.protocol.clone(),
@@ -81,7 +86,10 @@ impl Ws {
     /// Reads until the relay closes; the close code. Frames before it are skipped.
     pub async fn closed_with(&mut self) -> u16 {
         loop {
-            match tokio::time::timeout(PATIENCE, self.connection.recv()).await.expect("closed in time") {
+            match tokio::time::timeout(PATIENCE, self.connection.recv())
+                .await
+                .expect("closed in time")
+            {
                 Ok(Incoming::Closed(code)) => return code,
                 Ok(Incoming::Text(_)) => {}
                 Err(e) => panic!("the connection failed instead of closing: {e}"),
@@ -91,7 +99,8 @@ impl Ws {
 
     /// Joins `room` and returns the `joined` frame.
     pub async fn join(&mut self, room: &str) -> Value {
-        self.send(serde_json::json!({"type": "join", "room": room})).await;
+        self.send(serde_json::json!({"type": "join", "room": room}))
+            .await;
         self.next_of("joined").await
     }
 

@@ -68,6 +68,12 @@ impl Application {
                 .route("/ready", web::get().to(probes::ready))
                 .route("/metrics", web::get().to(probes::metrics))
         })
+        // Nagle off: frames are small and latency matters more than packet count.
+        .on_connect(|connection, _| {
+            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
+        })
         .workers(workers)
         .disable_signals()
         .shutdown_timeout(DRAIN.as_secs())

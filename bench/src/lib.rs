@@ -1,0 +1,6 @@
+//! Load generators that measure Ilo over loopback and print figures; they never assert.
+
+pub mod api;
+pub mod potion;
+pub mod proc;
+pub mod stats;
