@@ -18,6 +18,10 @@ impl Samples {
         self.0.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The `q` quantile (0.0 to 1.0) in milliseconds.
     pub fn quantile_ms(&mut self, q: f64) -> f64 {
         if self.0.is_empty() {
