@@ -28,7 +28,6 @@ pub struct Application {
     server: actix_web::dev::Server,
     relay: Arc<Relay>,
     stop: watch::Sender<bool>,
-    redis: Option<Arc<RedisBus>>,
 }
 
 impl Application {
@@ -59,7 +58,15 @@ impl Application {
             config, hub, bus, auth, metrics, relay_id, stopping,
         ));
         let data = web::Data::new(relay.clone());
+        // The Redis connections live on the first HTTP worker's thread, so a message from Redis
+        // is delivered to that worker's connections without waking another thread.
+        let bus_driver = Arc::new(std::sync::Mutex::new(redis.clone()));
+        let stopping_bus = relay.stopping.clone();
         let server = HttpServer::new(move || {
+            let driver = bus_driver.lock().ok().and_then(|mut d| d.take());
+            if let Some(redis) = driver {
+                actix_web::rt::spawn(redis.maintain(stopping_bus.clone()));
+            }
             App::new()
                 .app_data(data.clone())
                 .route("/ws", web::get().to(upgrade::ws))
@@ -84,7 +91,6 @@ impl Application {
             server,
             relay,
             stop,
-            redis,
         })
     }
 
@@ -96,14 +102,11 @@ impl Application {
         let relay = self.relay;
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
-        let mut chores =
+        let chores =
             vec![tokio::spawn(relay.auth.clone().follow_revocations(
                 relay.hub.clone(),
                 relay.stopping.clone(),
             ))];
-        if let Some(redis) = self.redis {
-            chores.push(tokio::spawn(redis.maintain(relay.stopping.clone())));
-        }
         tracing::info!(addr = %self.addr, relay = %relay.relay_id, "potion is listening");
 
         shutdown.await;
