@@ -27,6 +27,11 @@ pub fn canonical_api_key(raw: &str) -> Option<String> {
         .map(|u| u.hyphenated().to_string())
 }
 
+/// The digest of an API key as the database keeps it, or `None` when `raw` cannot be a key.
+pub fn api_key_digest(raw: &str) -> Option<String> {
+    canonical_api_key(raw).map(|key| digest(&key))
+}
+
 /// What the database keeps of a token or key. Both carry ≥ 122 random bits, so a fast hash is
 /// enough: nobody can search that space, and validation stays cheap on the hot path.
 pub fn digest(secret: &str) -> String {

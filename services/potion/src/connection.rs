@@ -125,6 +125,8 @@ impl Conn {
                 break;
             }
         }
+        let code = closed.borrow().unwrap_or(1000);
+        tracing::info!(connection = self.id, user = %self.identity.username, code, "connection closed");
         for left in self.relay.hub.unregister(self.id) {
             self.after_leave(left).await;
         }

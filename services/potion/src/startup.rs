@@ -102,11 +102,12 @@ impl Application {
         let relay = self.relay;
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
-        let chores =
-            vec![tokio::spawn(relay.auth.clone().follow_revocations(
-                relay.hub.clone(),
-                relay.stopping.clone(),
-            ))];
+        let revocations = tokio::spawn(
+            relay
+                .auth
+                .clone()
+                .follow_revocations(relay.hub.clone(), relay.stopping.clone()),
+        );
         tracing::info!(addr = %self.addr, relay = %relay.relay_id, "potion is listening");
 
         shutdown.await;
@@ -118,9 +119,7 @@ impl Application {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         handle.stop(true).await;
-        for chore in chores {
-            let _ = chore.await;
-        }
+        let _ = revocations.await;
         server.await??;
         Ok(())
     }

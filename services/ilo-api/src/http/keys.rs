@@ -52,9 +52,7 @@ pub async fn revoke(
         code: "unknown_api_key",
         detail: "no such API key".into(),
     };
-    let key_hash = secrets::canonical_api_key(&key)
-        .map(|k| secrets::digest(&k))
-        .ok_or_else(unknown)?;
+    let key_hash = secrets::api_key_digest(&key).ok_or_else(unknown)?;
     let sessions = state
         .store
         .run(move |conn| store::delete_api_key(conn, &key_hash))
@@ -68,9 +66,7 @@ pub async fn revoke(
 
 /// The API key's id if `raw` names a live key.
 pub async fn live_key_id(state: &AppState, raw: &str) -> Result<String, ApiError> {
-    let key_hash = secrets::canonical_api_key(raw)
-        .map(|k| secrets::digest(&k))
-        .ok_or(ApiError::InvalidApiKey)?;
+    let key_hash = secrets::api_key_digest(raw).ok_or(ApiError::InvalidApiKey)?;
     state
         .store
         .run(move |conn| store::api_key_id(conn, &key_hash))
