@@ -360,20 +360,26 @@ async fn write(
     mut queued: mpsc::Receiver<Outbound>,
     mut closed: watch::Receiver<Option<u16>>,
 ) {
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = closed.changed() => break,
-            next = queued.recv() => next,
-        };
-        let Some(item) = next else { break };
-        let sent = tokio::select! {
-            biased;
-            _ = closed.changed() => break,
-            sent = send(&mut session, item) => sent,
-        };
-        if sent.is_err() {
-            return;
+    /// Frames taken from the outbox per wake-up (small: the buffer stays with the connection).
+    const BATCH: usize = 16;
+    let mut batch = Vec::new();
+    {
+        // One close watcher for the connection's life, rather than a new one per frame.
+        let closing = closed.changed();
+        tokio::pin!(closing);
+        'frames: loop {
+            tokio::select! {
+                biased;
+                _ = &mut closing => break,
+                taken = queued.recv_many(&mut batch, BATCH) => if taken == 0 { break },
+            }
+            for item in batch.drain(..) {
+                tokio::select! {
+                    biased;
+                    sent = send(&mut session, item) => if sent.is_err() { return },
+                    _ = &mut closing => break 'frames,
+                }
+            }
         }
     }
     let code = closed.borrow().unwrap_or(1000);
