@@ -360,20 +360,21 @@ async fn write(
     mut queued: mpsc::Receiver<Outbound>,
     mut closed: watch::Receiver<Option<u16>>,
 ) {
-    /// Frames taken from the outbox per wake-up (small: the buffer stays with the connection).
-    const BATCH: usize = 16;
-    let mut batch = Vec::new();
     {
         // One close watcher for the connection's life, rather than a new one per frame.
         let closing = closed.changed();
         tokio::pin!(closing);
         'frames: loop {
-            tokio::select! {
+            let first = tokio::select! {
                 biased;
                 _ = &mut closing => break,
-                taken = queued.recv_many(&mut batch, BATCH) => if taken == 0 { break },
-            }
-            for item in batch.drain(..) {
+                first = queued.recv() => first,
+            };
+            let Some(first) = first else { break };
+            // Everything already queued goes out before the writer sleeps again: actix-ws encodes
+            // frames that arrive together into one write.
+            let ready = std::iter::from_fn(|| queued.try_recv().ok());
+            for item in std::iter::once(first).chain(ready) {
                 tokio::select! {
                     biased;
                     sent = send(&mut session, item) => if sent.is_err() { return },
