@@ -460,14 +460,11 @@ async fn deleting_a_user_needs_its_password_and_removes_everything(backend: Back
 
     assert_eq!(delete(PASSWORD).await.unwrap().status(), 204);
     assert_eq!(app.status_of_public_key("grace").await, 404);
-    let reply = app
-        .client
-        .delete(app.url("/session"))
-        .bearer_auth(&second)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 401, "every session of the user is gone");
+    assert_eq!(
+        app.logout(&second).await,
+        401,
+        "every session of the user is gone"
+    );
     let login = json!({"username": "grace", "password": PASSWORD, "api_key": key});
     assert_eq!(app.put_user(&login).await.status(), 401);
     // The name is free again.

@@ -111,13 +111,6 @@ async fn a_lost_database_gives_503_and_the_service_recovers_by_itself() {
             .status(),
         201
     );
-    let reply = app
-        .client
-        .delete(app.url("/session"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 204);
+    assert_eq!(app.logout(&token).await, 204);
     app.stop().await;
 }

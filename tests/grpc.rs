@@ -60,14 +60,7 @@ async fn unknown_and_revoked_tokens_are_unauthenticated(backend: Backend) {
     let key = app.create_user("ivan").await;
     let token = app.login("ivan", &key).await;
     validate(&app, &token).await.unwrap(); // now cached
-    let reply = app
-        .client
-        .delete(app.url("/session"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 204);
+    assert_eq!(app.logout(&token).await, 204);
     let status = validate(&app, &token).await.unwrap_err();
     assert_eq!(
         status.code(),
@@ -84,14 +77,7 @@ async fn expired_tokens_are_unauthenticated(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let status = validate(&app, &token).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
-    let reply = app
-        .client
-        .delete(app.url("/session"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 401);
+    assert_eq!(app.logout(&token).await, 401);
 }
 
 async fn revocations_are_streamed_for_logout_user_deletion_and_key_revocation(backend: Backend) {
@@ -114,12 +100,7 @@ async fn revocations_are_streamed_for_logout_user_deletion_and_key_revocation(ba
 
     let token = app.login("kim", &key).await;
     let session = validate(&app, &token).await.unwrap().session_id;
-    app.client
-        .delete(app.url("/session"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(app.logout(&token).await, 204);
     assert_eq!(next_revocation().await, [session]);
 
     let first = app.login("kim", &key).await;
@@ -242,12 +223,7 @@ async fn with_redis_revocations_are_also_published_there() {
     let key = app.create_user("mallory").await;
     let token = app.login("mallory", &key).await;
     let session = validate(&app, &token).await.unwrap().session_id;
-    app.client
-        .delete(app.url("/session"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(app.logout(&token).await, 204);
 
     let message = tokio::time::timeout(Duration::from_secs(1), messages.next())
         .await

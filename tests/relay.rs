@@ -374,14 +374,7 @@ async fn revoked_and_expired_sessions_close_with_4001() {
     let mut second = relay.connect(&expiring).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // the relay is watching revocations
     let started = std::time::Instant::now();
-    let reply = api
-        .client
-        .delete(api.url("/session"))
-        .bearer_auth(&revoked)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 204);
+    assert_eq!(api.logout(&revoked).await, 204);
     assert_eq!(first.closed_with().await, 4001);
     assert!(
         started.elapsed() < Duration::from_secs(1),

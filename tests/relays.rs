@@ -162,12 +162,7 @@ async fn a_revocation_closes_the_session_on_every_relay() {
     let mut bystander = relays[1].connect(&user(&api, "dan").await).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
-    api.client
-        .delete(api.url("/session"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(api.logout(&token).await, 204);
     assert_eq!(on_first.closed_with().await, 4001);
     assert_eq!(on_second.closed_with().await, 4001);
     assert!(

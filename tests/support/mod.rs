@@ -173,6 +173,18 @@ impl TestApp {
         body["token"].as_str().unwrap().to_owned()
     }
 
+    /// `DELETE /session` with `token`; the status.
+    pub async fn logout(&self, token: &str) -> u16 {
+        let reply = self
+            .client
+            .delete(self.url("/session"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        reply.status().as_u16()
+    }
+
     pub async fn status_of_public_key(&self, username: &str) -> u16 {
         let reply = self
             .client
