@@ -335,6 +335,19 @@ async fn messages_over_64_kib_close_with_1009() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_adding_up_past_64_kib_close_with_1009() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let (api, relay) = setup().await;
+    let mut ws = relay.connect(&user(&api, "jules").await).await;
+    let first = Frame::message("x".repeat(40 * 1024), OpCode::Data(Data::Text), false);
+    let last = Frame::message("x".repeat(30 * 1024), OpCode::Data(Data::Continue), true);
+    ws.send_raw(Message::Frame(first)).await;
+    ws.send_raw(Message::Frame(last)).await;
+    assert_eq!(ws.closed_with().await, 1009);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_clients_are_closed_with_4000() {
     let api = TestApp::spawn(Backend::Sqlite).await;
     // The first check comes after the idle time, so no ping is sent before the close.

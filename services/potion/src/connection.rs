@@ -108,6 +108,11 @@ impl Conn {
                         Some(Ok(AggregatedMessage::Pong(_))) => {}
                         Some(Ok(AggregatedMessage::Close(_))) | None => self.close(1000),
                         Some(Err(ProtocolError::Overflow)) => self.close(close::TOO_BIG),
+                        // actix-ws reports fragments adding up past the limit as an `Other` I/O
+                        // error; a dead socket gets it too, but then no close code arrives anyway.
+                        Some(Err(ProtocolError::Io(e))) if e.kind() == std::io::ErrorKind::Other => {
+                            self.close(close::TOO_BIG);
+                        }
                         Some(Err(_)) => self.close(1002),
                     }
                 }
