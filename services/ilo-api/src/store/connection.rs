@@ -30,6 +30,17 @@ impl Database {
         }
     }
 
+    /// Once, before the pool opens: puts a SQLite file in WAL mode. Done by one connection alone,
+    /// because switching modes while another connection opens fails with "database is locked".
+    pub fn prepare(&self) -> Result<(), ConnectionError> {
+        if let Self::Sqlite(_) = self {
+            self.connect()?
+                .batch_execute("PRAGMA journal_mode = WAL")
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        }
+        Ok(())
+    }
+
     fn connect(&self) -> Result<AnyConnection, ConnectionError> {
         match self {
             // Matched here rather than by `AnyConnection::establish`, which hides the real error.
@@ -44,11 +55,11 @@ impl Database {
                     })?;
                 }
                 let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
-                // WAL lets readers run beside the writer; busy_timeout makes writers queue
-                // instead of failing at once.
+                // busy_timeout makes writers queue instead of failing at once. (WAL, which lets
+                // readers run beside the writer, is set once by `prepare`: it stays in the file.)
                 conn.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                    "PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; \
+                     PRAGMA foreign_keys = ON;",
                 )
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;
                 Ok(AnyConnection::Sqlite(conn))

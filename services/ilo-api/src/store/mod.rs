@@ -54,6 +54,9 @@ impl Store {
     /// Opens the pool lazily (a database that is down now may come up later) and migrates.
     pub fn open(url: &str, max_size: u32) -> anyhow::Result<Self> {
         let database = Database::from_url(url)?;
+        database
+            .prepare()
+            .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
         let pool = r2d2::Pool::builder()
             .max_size(max_size.max(1))
             .min_idle(Some(1))
