@@ -50,12 +50,7 @@ async fn keys_are_uuids_and_the_trailing_slash_is_the_same_endpoint(backend: Bac
 async fn revoked_keys_cannot_create_users_or_log_in_but_users_remain(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = app.create_user("alice").await;
-    let reply = app
-        .client
-        .delete(app.url(&format!("/key/{key}")))
-        .send()
-        .await
-        .unwrap();
+    let reply = app.revoke_key(&key).await;
     assert_eq!(reply.status(), 200);
     assert_eq!(
         support::detail(reply).await,
@@ -73,12 +68,7 @@ async fn revoked_keys_cannot_create_users_or_log_in_but_users_remain(backend: Ba
     app.login("alice", &other).await;
     // A second revocation, or a key never issued, is 404.
     for key in [key, uuid::Uuid::new_v4().to_string(), "not-a-key".into()] {
-        let reply = app
-            .client
-            .delete(app.url(&format!("/key/{key}")))
-            .send()
-            .await
-            .unwrap();
+        let reply = app.revoke_key(&key).await;
         let (status, _, code) = error_of(reply).await;
         assert_eq!((status, code.as_str()), (404, "unknown_api_key"));
     }
@@ -228,12 +218,7 @@ async fn public_keys_must_be_base64_of_32_to_2048_bytes(backend: Backend) {
     let url_safe = URL_SAFE_NO_PAD.encode([0xfb; 2048]);
     body["public_key"] = json!(url_safe);
     assert_eq!(app.post_user(&body).await.status(), 201);
-    let reply = app
-        .client
-        .get(app.url("/user/keyholder"))
-        .send()
-        .await
-        .unwrap();
+    let reply = app.public_key_reply("keyholder").await;
     assert_eq!(support::detail(reply).await, url_safe, "stored as sent");
 }
 
@@ -388,15 +373,10 @@ async fn overlong_passwords_are_refused_before_hashing(backend: Backend) {
 async fn public_keys_are_looked_up_by_username(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.create_user("Erin").await;
-    let reply = app.client.get(app.url("/user/ERIN")).send().await.unwrap();
+    let reply = app.public_key_reply("ERIN").await;
     assert_eq!(reply.status(), 200);
     assert_eq!(support::detail(reply).await, public_key());
-    let reply = app
-        .client
-        .get(app.url("/user/nobody"))
-        .send()
-        .await
-        .unwrap();
+    let reply = app.public_key_reply("nobody").await;
     let (status, _, code) = error_of(reply).await;
     assert_eq!((status, code.as_str()), (404, "user_not_found"));
 }

@@ -126,12 +126,7 @@ async fn revocations_are_streamed_for_logout_user_deletion_and_key_revocation(ba
     let other_key = app.create_user("lena").await;
     let token = app.login("lena", &other_key).await;
     let session = validate(&app, &token).await.unwrap().session_id;
-    let reply = app
-        .client
-        .delete(app.url(&format!("/key/{other_key}")))
-        .send()
-        .await
-        .unwrap();
+    let reply = app.revoke_key(&other_key).await;
     assert_eq!(reply.status(), 200);
     assert_eq!(next_revocation().await, [session]);
     assert_eq!(

@@ -185,14 +185,26 @@ impl TestApp {
         reply.status().as_u16()
     }
 
-    pub async fn status_of_public_key(&self, username: &str) -> u16 {
-        let reply = self
-            .client
+    /// `GET /user/{username}` (the name already URL-encoded where it needs to be).
+    pub async fn public_key_reply(&self, username: &str) -> reqwest::Response {
+        self.client
             .get(self.url(&format!("/user/{username}")))
             .send()
             .await
-            .unwrap();
-        reply.status().as_u16()
+            .unwrap()
+    }
+
+    pub async fn status_of_public_key(&self, username: &str) -> u16 {
+        self.public_key_reply(username).await.status().as_u16()
+    }
+
+    /// `DELETE /key/{key}`.
+    pub async fn revoke_key(&self, key: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(&format!("/key/{key}")))
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn tokens_client(
