@@ -17,7 +17,7 @@ pub mod store;
 pub mod tokens;
 
 pub use config::Config;
-pub use startup::Application;
+pub use startup::{Api, Application, Running, Services, observe};
 
 /// One log line per event, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {

@@ -1,5 +1,7 @@
-//! Wires the pieces together: binds both listeners first (so tests can use port 0 and learn the
-//! real port), opens the store, then runs HTTP and gRPC until one shutdown signal stops both.
+//! Wires the pieces together. [`Services`] is ilo-api without an HTTP listener: the state, the
+//! gRPC listener and the background chores. [`Application`] serves it on its own port; the
+//! standalone launcher mounts the same [`Api`] next to a relay on one shared port.
+//! Listeners are bound first, so tests can use port 0 and learn the real port.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,36 +11,60 @@ use std::time::Duration;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
 use crate::state::AppState;
-use crate::store::{self, Store};
+use crate::store::{self, Database, Store};
 use crate::tokens::{self, Tokens, unix_now};
 use crate::{grpc, http};
 
 /// How often expired sessions are removed from the database.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
-pub struct Application {
-    http_addr: SocketAddr,
-    grpc_addr: SocketAddr,
-    http: actix_web::dev::Server,
-    grpc_listener: tokio::net::TcpListener,
-    state: AppState,
-    redis_url: Option<String>,
+/// The REST API, ready to be mounted on an actix-web `App` (wrap the app in [`observe`]).
+#[derive(Clone)]
+pub struct Api {
+    state: web::Data<AppState>,
 }
 
-impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let http_listener = std::net::TcpListener::bind(config.http_addr)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.http_addr))?;
+pub use http::observe;
+
+impl Api {
+    /// Registers the shared state and every route of `api.md`, including the 404 fallback.
+    pub fn mount(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(self.state.clone()).configure(http::routes);
+    }
+
+    /// Whether the database answers.
+    pub async fn ready(&self) -> bool {
+        self.state.store.ping(http::READY_TIMEOUT).await.is_ok()
+    }
+
+    /// The Prometheus text of ilo-api's metrics.
+    pub fn metrics(&self) -> String {
+        self.state.metrics.encode()
+    }
+}
+
+/// ilo-api without its HTTP server.
+pub struct Services {
+    api: Api,
+    grpc_addr: SocketAddr,
+    grpc_listener: tokio::net::TcpListener,
+    redis_url: Option<String>,
+    database: String,
+}
+
+impl Services {
+    /// Binds the gRPC listener and opens (and migrates) the database.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.grpc_addr))?;
-        let http_addr = http_listener.local_addr()?;
         let grpc_addr = grpc_listener.local_addr()?;
 
         let (url, pool) = (config.database_url.expose().to_owned(), config.db_pool);
@@ -48,7 +74,6 @@ impl Application {
         })
         .await??;
 
-        let metrics = Arc::new(Metrics::new());
         let state = AppState {
             tokens: Arc::new(Tokens::new(store.clone())),
             store,
@@ -58,46 +83,37 @@ impl Application {
                 config.login_failures,
                 config.lookup_rate,
             )),
-            metrics,
+            metrics: Arc::new(Metrics::new()),
             token_ttl: config.token_ttl,
         };
-        let data = web::Data::new(state.clone());
-        let http = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .wrap(from_fn(http::observe))
-                .configure(http::routes)
-        })
-        .workers(config.http_workers())
-        .disable_signals()
-        .listen(http_listener)?
-        .run();
-
         Ok(Self {
-            http_addr,
+            api: Api {
+                state: web::Data::new(state),
+            },
             grpc_addr,
-            http,
             grpc_listener,
-            state,
-            redis_url: config.redis_url.map(|u| u.expose().to_owned()),
+            redis_url: config.redis_url.as_ref().map(|u| u.expose().to_owned()),
+            database: Database::from_url(config.database_url.expose())?.location(),
         })
     }
 
-    pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
+    pub fn api(&self) -> Api {
+        self.api.clone()
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
     }
 
-    /// Serves until `shutdown` completes, then stops HTTP (finishing requests in flight),
-    /// ends the revocation streams and stops gRPC.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    /// Where the data is: a SQLite file's absolute path, or the masked PostgreSQL URL.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Starts gRPC, the session sweeper and (with Redis) the revocation publisher.
+    pub fn start(self) -> Running {
         let (stop, stopping) = watch::channel(false);
-        let http_handle = self.http.handle();
-        let http = tokio::spawn(self.http);
-        let state = self.state;
+        let state = self.api.state.get_ref().clone();
         let grpc = tokio::spawn(grpc::serve(
             self.grpc_listener,
             state.tokens.clone(),
@@ -112,18 +128,80 @@ impl Application {
                 state.tokens.subscribe(),
             )));
         }
-        tracing::info!(http = %self.http_addr, grpc = %self.grpc_addr, "ilo-api is listening");
+        Running { stop, grpc, chores }
+    }
+}
+
+/// ilo-api's tasks besides HTTP, while they run.
+pub struct Running {
+    stop: watch::Sender<bool>,
+    grpc: JoinHandle<anyhow::Result<()>>,
+    chores: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Ends the revocation streams, stops gRPC and the chores.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        for chore in self.chores {
+            chore.abort();
+        }
+        self.grpc.await?
+    }
+}
+
+/// ilo-api on its own HTTP port.
+pub struct Application {
+    http_addr: SocketAddr,
+    http: actix_web::dev::Server,
+    services: Services,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let http_listener = std::net::TcpListener::bind(config.http_addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.http_addr))?;
+        let http_addr = http_listener.local_addr()?;
+        let services = Services::build(&config).await?;
+        let api = services.api();
+        let http = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(observe))
+                .configure(|cfg| api.mount(cfg))
+        })
+        .workers(config.http_workers())
+        .disable_signals()
+        .listen(http_listener)?
+        .run();
+        Ok(Self {
+            http_addr,
+            http,
+            services,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.services.grpc_addr()
+    }
+
+    /// Serves until `shutdown` completes, then ends the revocation streams, stops HTTP
+    /// (finishing requests in flight) and gRPC.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let http_handle = self.http.handle();
+        let http = tokio::spawn(self.http);
+        let grpc_addr = self.services.grpc_addr();
+        let running = self.services.start();
+        tracing::info!(http = %self.http_addr, grpc = %grpc_addr, "ilo-api is listening");
 
         shutdown.await;
         tracing::info!("shutting down");
-        let _ = stop.send(true);
-        http_handle.stop(true).await;
-        for chore in chores {
-            chore.abort();
-        }
+        let (stopped, ()) = tokio::join!(running.stop(), http_handle.stop(true));
         http.await??;
-        grpc.await??;
-        Ok(())
+        stopped
     }
 }
 

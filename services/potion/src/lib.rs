@@ -14,4 +14,4 @@ mod startup;
 mod upgrade;
 
 pub use config::Config;
-pub use startup::Application;
+pub use startup::{Application, DRAIN, Readiness, RelayService, no_delay};

@@ -9,26 +9,35 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::relay::Relay;
+use crate::startup::Readiness;
 
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 pub async fn ready(relay: web::Data<Arc<Relay>>) -> HttpResponse {
-    let bus = relay.bus.is_up();
-    let auth = auth_reachable(&relay).await;
-    if bus && auth && !relay.is_stopping() {
+    let readiness = readiness(&relay).await;
+    if readiness.ready() {
         return HttpResponse::Ok().json(json!({"status": "ready", "bus": "up", "auth": "up"}));
     }
     let state = |up: bool| if up { "up" } else { "down" };
+    let (bus, auth) = (state(readiness.bus), state(readiness.auth));
     HttpResponse::ServiceUnavailable()
         .insert_header(("Retry-After", "1"))
         .json(json!({
-            "detail": format!("bus {}, auth {}", state(bus), state(auth)),
+            "detail": format!("bus {bus}, auth {auth}"),
             "code": "not_ready",
-            "bus": state(bus),
-            "auth": state(auth),
+            "bus": bus,
+            "auth": auth,
         }))
+}
+
+pub async fn readiness(relay: &Relay) -> Readiness {
+    Readiness {
+        bus: relay.bus.is_up(),
+        auth: auth_reachable(relay).await,
+        stopping: relay.is_stopping(),
+    }
 }
 
 async fn auth_reachable(relay: &Relay) -> bool {

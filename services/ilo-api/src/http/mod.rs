@@ -24,6 +24,7 @@ pub struct Detail {
 }
 
 pub use observe::observe;
+pub(crate) use probes::READY_TIMEOUT;
 
 /// Every route of the REST API.
 pub fn routes(cfg: &mut web::ServiceConfig) {

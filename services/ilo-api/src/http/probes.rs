@@ -9,7 +9,7 @@ use super::errors::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// How long `/ready` waits for the database.
-const READY_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The process runs.
 #[utoipa::path(get, path = "/health", tag = "operations",

@@ -30,6 +30,18 @@ impl Database {
         }
     }
 
+    /// Where the data is, for people: a SQLite file's absolute path, or the URL with its
+    /// password masked.
+    pub fn location(&self) -> String {
+        match self {
+            Self::Postgres(url) => crate::config::mask_url(url),
+            Self::Sqlite(path) => std::fs::canonicalize(path)
+                .unwrap_or_else(|_| path.clone())
+                .display()
+                .to_string(),
+        }
+    }
+
     /// Once, before the pool opens: puts a SQLite file in WAL mode. Done by one connection alone,
     /// because switching modes while another connection opens fails with "database is locked".
     pub fn prepare(&self) -> Result<(), ConnectionError> {
