@@ -5,6 +5,7 @@
 pub mod postgres;
 pub mod redis;
 pub mod relay;
+pub mod standalone;
 pub mod ws;
 
 use std::net::SocketAddr;

@@ -1,0 +1,176 @@
+//! The standalone launcher: ilo-api, a relay and the web client on one port, in-process and as
+//! the real `ilo` binary that `cargo run --release` starts.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ilo_client::rest::Api;
+use serde_json::json;
+use support::standalone::TestStandalone;
+use support::ws::{self, Presented};
+
+const PASSWORD: &str = "Secret-pass-1";
+
+async fn login(api: &Api, name: &str) -> String {
+    let key = api.new_api_key().await.unwrap();
+    api.register(name, PASSWORD, &support::public_key(), &key)
+        .await
+        .unwrap();
+    api.login(name, PASSWORD, &key).await.unwrap().token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_port_serves_rest_the_relay_and_the_web_client() {
+    let ilo = TestStandalone::spawn().await;
+    let api = Api::new(ilo.url(""));
+    let (alice, bob) = (login(&api, "alice").await, login(&api, "bob").await);
+
+    let mut a = ws::connect(&ilo.ws_url("/ws/lobby"), &alice, Presented::Subprotocol)
+        .await
+        .unwrap();
+    assert_eq!(a.protocol.as_deref(), Some("potion.v1"));
+    a.welcome().await;
+    a.next_of("joined").await;
+    let mut b = ws::connect(&ilo.ws_url("/ws"), &bob, Presented::Subprotocol)
+        .await
+        .unwrap();
+    b.welcome().await;
+    let joined = b.join("lobby").await;
+    assert_eq!(joined["members"].as_array().unwrap().len(), 2);
+    a.send(json!({"type": "send", "room": "lobby", "body": "one port"}))
+        .await;
+    assert_eq!(b.next_of("message").await["body"], "one port");
+
+    let page = reqwest::get(ilo.url("/")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains(r#"<script src="/app.js""#)
+    );
+    for asset in ["/app.js", "/style.css"] {
+        let reply = reqwest::get(ilo.url(asset)).await.unwrap();
+        assert_eq!(reply.status(), 200, "{asset}");
+        let text = reply.text().await.unwrap();
+        assert!(
+            !text.contains("http://") && !text.contains("https://"),
+            "{asset} names no other server"
+        );
+    }
+    ilo.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_and_metrics_cover_both_services() {
+    let ilo = TestStandalone::spawn().await;
+    let ready = reqwest::get(ilo.url("/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(
+        ready,
+        json!({"status": "ready", "database": "up", "bus": "up", "auth": "up"})
+    );
+    let metrics = reqwest::get(ilo.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("# TYPE ilo_api_http_requests counter"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE potion_connections gauge"),
+        "{metrics}"
+    );
+    assert_eq!(metrics.matches("# EOF").count(), 1);
+    assert!(metrics.ends_with("# EOF\n"));
+
+    let missing = reqwest::get(ilo.url("/no/such/page")).await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
+    ilo.stop().await;
+}
+
+/// The real binary: what a newcomer's `cargo run --release` does, in a scratch directory.
+struct Launcher(std::process::Child);
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launcher_creates_its_data_directory_prints_the_address_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::postgres::free_port();
+    let mut launcher = Launcher(
+        Command::new(env!("CARGO_BIN_EXE_ilo"))
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env("ILO_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = launcher.0.stdout.take().unwrap();
+    let printed = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take(3)
+            .collect::<Vec<_>>()
+    });
+    let printed = tokio::time::timeout(Duration::from_secs(30), printed)
+        .await
+        .expect("the launcher prints its address")
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    assert!(printed[0].contains(&url), "{printed:?}");
+    let database = dir.path().join("data").join("ilo.db");
+    assert!(
+        printed[1].contains(database.to_str().unwrap()),
+        "{printed:?}"
+    );
+    assert!(database.exists());
+
+    let api = Api::new(format!("http://127.0.0.1:{port}"));
+    let token = login(&api, "carol").await;
+    let mut carol = ws::connect(
+        &format!("ws://127.0.0.1:{port}/ws"),
+        &token,
+        Presented::Subprotocol,
+    )
+    .await
+    .unwrap();
+    carol.welcome().await;
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
+
+    let pid = launcher.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(carol.closed_with().await, 1001);
+    let status = tokio::task::spawn_blocking(move || launcher.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+}

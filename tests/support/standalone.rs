@@ -1,0 +1,65 @@
+//! The standalone launcher's server (ilo-api + relay on one port) in this process.
+
+use std::net::SocketAddr;
+
+use tokio::sync::oneshot;
+
+use super::{Backend, TestDb};
+
+pub struct TestStandalone {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    stopped: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub db: TestDb,
+}
+
+impl TestStandalone {
+    /// On an ephemeral port with a fresh SQLite database, rate limits off.
+    pub async fn spawn() -> Self {
+        let db = TestDb::new(Backend::Sqlite);
+        let mut api = ilo_api::Config::for_tests(&db.url());
+        api.hash_threads = Some(2);
+        let mut relay = potion::Config::for_tests("http://unused");
+        relay.send_rate = 0;
+        let ilo = ilo::Standalone::build(api, relay)
+            .await
+            .expect("ilo starts");
+        let addr = ilo.addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let stopped = tokio::spawn(ilo.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            stopped: Some(stopped),
+            db,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Stops the server and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(stopped) = self.stopped.take() {
+            stopped.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestStandalone {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
