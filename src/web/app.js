@@ -45,8 +45,13 @@ async function apiKey(fresh) {
   if (store.apiKey && !fresh) return store.apiKey;
   const reply = await api("POST", "/key");
   store.apiKey = reply.detail;
-  $("auth-note").textContent = "This browser obtained its own API key from the server and keeps it for you.";
+  note("This browser obtained its own API key from the server and keeps it for you.");
   return store.apiKey;
+}
+
+/** Adds a sentence to the notice under the header. */
+function note(text) {
+  $("notice").textContent = `${$("notice").textContent} ${text}`.trim();
 }
 
 /** Runs `call` with this browser's API key; a revoked or unknown key is replaced once. */
@@ -123,6 +128,7 @@ async function onAuthSubmit(event) {
   const username = $("username").value.trim();
   const password = $("password").value;
   clearAuthErrors();
+  $("notice").textContent = "";
   if (action === "register" && !checkPasswordRules(true)) {
     $("password-error").textContent = "The password does not meet every rule above.";
     $("password").setAttribute("aria-invalid", "true");
@@ -134,7 +140,7 @@ async function onAuthSubmit(event) {
     if (action === "register") {
       const public_key = await newPublicKey(username);
       await withApiKey((api_key) => api("POST", "/user", { username, password, public_key, api_key }));
-      $("auth-note").textContent = `Account ${username} created.`;
+      note(`Account ${username} created.`);
     }
     const reply = await withApiKey((api_key) => api("PUT", "/user", { username, password, api_key }));
     store.session = { user: username, token: reply.token, expiresAt: reply.expires_at };

@@ -2,6 +2,7 @@
 //! REST calls most tests begin with.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod browser;
 pub mod postgres;
 pub mod redis;
 pub mod relay;

@@ -16,8 +16,21 @@ pub struct TestStandalone {
 impl TestStandalone {
     /// On an ephemeral port with a fresh SQLite database, rate limits off.
     pub async fn spawn() -> Self {
-        let db = TestDb::new(Backend::Sqlite);
+        Self::spawn_on(([127, 0, 0, 1], 0).into(), TestDb::new(Backend::Sqlite)).await
+    }
+
+    /// Stops it as SIGTERM would (clients get 1001), then starts it again on the same port and
+    /// database, the way an operator restarts it.
+    pub async fn restart(mut self) -> Self {
+        let addr = self.addr;
+        let db = std::mem::replace(&mut self.db, TestDb::new(Backend::Sqlite));
+        self.stop().await;
+        Self::spawn_on(addr, db).await
+    }
+
+    async fn spawn_on(addr: SocketAddr, db: TestDb) -> Self {
         let mut api = ilo_api::Config::for_tests(&db.url());
+        api.http_addr = addr;
         api.hash_threads = Some(2);
         let mut relay = potion::Config::for_tests("http://unused");
         relay.send_rate = 0;
