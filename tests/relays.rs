@@ -262,33 +262,13 @@ impl Drop for RelayProcess {
     }
 }
 
-fn potion_binary() -> std::path::PathBuf {
-    let dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
-    let binary = dir.join("potion");
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "potion"])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    binary
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_relays_members_leave_the_lists_within_the_lease() {
     let (api, redis) = (TestApp::spawn(Backend::Sqlite).await, redis().await);
     let survivor = TestRelay::spawn(&api, Some(&redis.url()), |c| c.lease_secs = 3).await;
     let addr = support::postgres::free_port();
     let mut doomed = RelayProcess(
-        Command::new(potion_binary())
+        Command::new(support::binary("potion", "potion"))
             .env("POTION_ADDR", format!("127.0.0.1:{addr}"))
             .env("ILO_GRPC_URL", api.grpc_url())
             .env("REDIS_URL", redis.url())

@@ -2,6 +2,7 @@
 //! protocol. The end-to-end tests and the benchmarks use it, so there is one client
 //! implementation of the protocol.
 
+pub mod chat;
 pub mod rest;
 pub mod ws;
 

@@ -17,6 +17,22 @@ use ilo_api::{Application, Config};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+/// A binary of the workspace (`target/<profile>/<name>`), built first if `cargo test` did not.
+pub fn binary(package: &str, name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let binary = dir.join(name);
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", package, "--bin", name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot build {name}");
+    }
+    binary
+}
+
 /// The PostgreSQL server tests make their databases on (trust auth).
 pub fn postgres_admin_url() -> String {
     std::env::var("ILO_TEST_POSTGRES")

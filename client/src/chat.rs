@@ -1,0 +1,189 @@
+//! A chat session that stays connected: after a drop it reconnects by itself, with backoff and
+//! jitter, and rejoins its rooms — what `potion-protocol.md`'s close-code table asks of clients.
+//! A session the relay ended (4001) or a token it refuses ends it for good.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::time::Duration;
+
+use ilo_protocol::close;
+use ilo_protocol::{ClientFrame, ServerFrame};
+use tokio::time::Instant;
+
+use crate::ws::{self, Incoming, Options, Presented, WsError};
+
+/// First retry delay bound; doubled per failed attempt up to [`RETRY_MAX`].
+const RETRY_BASE: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(15);
+/// After 1001 another relay can take the client at once: only spread the herd.
+const GOING_AWAY_SPREAD: Duration = Duration::from_millis(500);
+
+/// What happened on the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A frame from the relay.
+    Frame(ServerFrame),
+    /// The connection dropped (with this close code, if the relay sent one); retrying after
+    /// `delay`.
+    Reconnecting { code: Option<u16>, delay: Duration },
+    /// Connected again (the `welcome` follows as a frame); the rooms are being rejoined.
+    Reconnected,
+}
+
+/// Why a session ended for good.
+#[derive(Debug, thiserror::Error)]
+pub enum Ended {
+    #[error("the session ended (4001); log in again")]
+    SessionEnded,
+    #[error("the relay refused the token: {0}")]
+    Refused(WsError),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("not connected right now; reconnecting")]
+pub struct NotConnected;
+
+pub struct Chat {
+    url: String,
+    token: String,
+    /// Rooms to be in, in join order: rejoined after every reconnect.
+    rooms: Vec<String>,
+    connection: Option<ws::Connection>,
+    attempt: u32,
+    retry_at: Option<Instant>,
+}
+
+impl Chat {
+    /// Connects to `url` (`ws://host/ws`) with `token`.
+    pub async fn connect(url: &str, token: &str) -> Result<Self, WsError> {
+        let connection = open(url, token).await?;
+        Ok(Self {
+            url: url.to_owned(),
+            token: token.to_owned(),
+            rooms: Vec::new(),
+            connection: Some(connection),
+            attempt: 0,
+            retry_at: None,
+        })
+    }
+
+    pub fn rooms(&self) -> &[String] {
+        &self.rooms
+    }
+
+    pub async fn join(&mut self, room: &str) -> Result<(), NotConnected> {
+        if !self.rooms.iter().any(|r| r == room) {
+            self.rooms.push(room.to_owned());
+        }
+        self.send(&ClientFrame::Join { room: room.into() }).await
+    }
+
+    pub async fn leave(&mut self, room: &str) -> Result<(), NotConnected> {
+        self.rooms.retain(|r| r != room);
+        self.send(&ClientFrame::Leave { room: room.into() }).await
+    }
+
+    pub async fn say(
+        &mut self,
+        room: &str,
+        body: &str,
+        reference: Option<String>,
+    ) -> Result<(), NotConnected> {
+        self.send(&ClientFrame::Send {
+            room: room.into(),
+            body: body.into(),
+            reference,
+        })
+        .await
+    }
+
+    /// Says goodbye (close 1000) and stops reconnecting.
+    pub async fn close(mut self) {
+        if let Some(mut connection) = self.connection.take() {
+            let _ = connection.send_raw(ws::RawMessage::Close(None)).await;
+        }
+    }
+
+    async fn send(&mut self, frame: &ClientFrame) -> Result<(), NotConnected> {
+        let connection = self.connection.as_mut().ok_or(NotConnected)?;
+        if connection.send(frame).await.is_err() {
+            // The read side will see the drop and reconnect.
+            return Err(NotConnected);
+        }
+        Ok(())
+    }
+
+    /// The next event. Cancel-safe: dropping the future loses nothing, so it can sit in a
+    /// `select!` beside other input.
+    pub async fn next(&mut self) -> Result<Event, Ended> {
+        loop {
+            let Some(connection) = self.connection.as_mut() else {
+                return self.reconnect().await;
+            };
+            let code = match connection.recv().await {
+                Ok(Incoming::Text(text)) => match serde_json::from_str::<ServerFrame>(&text) {
+                    Ok(frame) => return Ok(Event::Frame(frame)),
+                    Err(_) => continue, // a frame type newer than this client
+                },
+                Ok(Incoming::Closed(code)) => Some(code),
+                Err(_) => None,
+            };
+            self.connection = None;
+            if code == Some(close::INVALID_SESSION) {
+                return Err(Ended::SessionEnded);
+            }
+            let delay = self.backoff(code);
+            self.retry_at = Some(Instant::now() + delay);
+            return Ok(Event::Reconnecting { code, delay });
+        }
+    }
+
+    async fn reconnect(&mut self) -> Result<Event, Ended> {
+        loop {
+            if let Some(at) = self.retry_at {
+                tokio::time::sleep_until(at).await;
+            }
+            match open(&self.url, &self.token).await {
+                Ok(mut connection) => {
+                    for room in &self.rooms {
+                        let join = ClientFrame::Join { room: room.clone() };
+                        if connection.send(&join).await.is_err() {
+                            break;
+                        }
+                    }
+                    self.connection = Some(connection);
+                    self.attempt = 0;
+                    self.retry_at = None;
+                    return Ok(Event::Reconnected);
+                }
+                Err(WsError::Refused { status: 401, body }) => {
+                    return Err(Ended::Refused(WsError::Refused { status: 401, body }));
+                }
+                Err(_) => self.retry_at = Some(Instant::now() + self.backoff(None)),
+            }
+        }
+    }
+
+    /// Full jitter over an exponentially growing bound; quick after 1001.
+    fn backoff(&mut self, code: Option<u16>) -> Duration {
+        let bound = if code == Some(close::GOING_AWAY) && self.attempt == 0 {
+            GOING_AWAY_SPREAD
+        } else {
+            RETRY_BASE
+                .saturating_mul(1 << self.attempt.min(10))
+                .min(RETRY_MAX)
+        };
+        self.attempt += 1;
+        bound.mul_f64(random_fraction())
+    }
+}
+
+async fn open(url: &str, token: &str) -> Result<ws::Connection, WsError> {
+    ws::connect(url, token, Presented::Header, Options::default()).await
+}
+
+/// A number in [0, 1) good enough for jitter (not for anything secret).
+fn random_fraction() -> f64 {
+    let seed = RandomState::new().hash_one(std::time::SystemTime::now());
+    (seed % 1_000_000) as f64 / 1_000_000.0
+}
