@@ -50,10 +50,11 @@ pub async fn run(mut chat: Chat, args: &Args) -> anyhow::Result<()> {
                     if let ServerFrame::Welcome { user, .. } = &frame {
                         me.clone_from(user);
                     }
-                    if let Some(reference) = settled(&frame, &me) {
-                        if unconfirmed.remove(reference) && matches!(frame, ServerFrame::Error { .. }) {
-                            refused += 1;
-                        }
+                    if let Some(reference) = settled(&frame, &me)
+                        && unconfirmed.remove(reference)
+                        && matches!(frame, ServerFrame::Error { .. })
+                    {
+                        refused += 1;
                     }
                     show(&frame, args.json);
                 }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::Args;
 
-const HELP: &str = "\
+const HELP: &str = "commands:
 /join <room>   join a room and make it the current one
 /go <room>     change rooms: leave the current one, join this one
 /leave [room]  leave a room (the current one by default)
@@ -62,9 +62,6 @@ async fn command(chat: &mut Chat, rooms: &mut Rooms, line: &str) -> bool {
     let arg = arg.trim();
     let sent = match (verb, arg) {
         ("/quit", _) => return false,
-        ("/help", _) => Ok(println!("{HELP}")),
-        ("/rooms", _) => Ok(println!("* rooms: {}", chat.rooms().join(", "))),
-        ("/who", _) => Ok(rooms.print_members()),
         ("/join", room) if !room.is_empty() => {
             rooms.current = Some(room.to_owned());
             chat.join(room).await
@@ -76,21 +73,30 @@ async fn command(chat: &mut Chat, rooms: &mut Rooms, line: &str) -> bool {
             };
             left.and(chat.join(room).await)
         }
-        ("/leave", room) => match (room, rooms.current.clone()) {
-            ("", None) => Ok(println!("* you are in no room")),
-            ("", Some(current)) => chat.leave(&current).await,
-            (room, _) => chat.leave(room).await,
+        ("/leave", "") => match rooms.current.clone() {
+            Some(current) => chat.leave(&current).await,
+            None => return say_back("you are in no room"),
         },
-        (verb, _) if verb.starts_with('/') => Ok(println!("* unknown command; /help lists them")),
-        _ if line.is_empty() => Ok(()),
+        ("/leave", room) => chat.leave(room).await,
+        ("/help", _) => return say_back(HELP),
+        ("/rooms", _) => return say_back(&format!("rooms: {}", chat.rooms().join(", "))),
+        ("/who", _) => return say_back(&rooms.members_line()),
+        (verb, _) if verb.starts_with('/') => return say_back("unknown command; /help lists them"),
+        _ if line.is_empty() => return true,
         _ => match rooms.current.clone() {
             Some(room) => chat.say(&room, line, None).await,
-            None => Ok(println!("* join a room first: /join <room>")),
+            None => return say_back("join a room first: /join <room>"),
         },
     };
     if let Err(e) = sent {
         println!("* {e}");
     }
+    true
+}
+
+/// Answers the user on the terminal; keeps going.
+fn say_back(text: &str) -> bool {
+    println!("* {text}");
     true
 }
 
@@ -120,13 +126,13 @@ impl Rooms {
         }
     }
 
-    fn print_members(&self) {
+    fn members_line(&self) -> String {
         match self.current.as_ref().and_then(|r| self.members.get(r)) {
             Some(members) => {
                 let names: Vec<&str> = members.iter().map(String::as_str).collect();
-                println!("* members: {}", names.join(", "));
+                format!("members: {}", names.join(", "))
             }
-            None => println!("* you are in no room"),
+            None => "you are in no room".to_owned(),
         }
     }
 }
