@@ -6,7 +6,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    ilo_api::init_logging();
+    ilo_runtime::init_logging();
     let api_config = ilo_api::Config::parse();
     let relay_config = potion::Config::parse_from(["potion"]);
     tracing::info!(config = ?api_config, "effective ilo-api configuration");
@@ -25,5 +25,5 @@ async fn main() -> anyhow::Result<()> {
         ilo.addr()
     );
     println!("Stop with Ctrl-C.");
-    ilo.run_until_stopped(ilo_api::shutdown_signal()).await
+    ilo.run_until_stopped(ilo_runtime::shutdown_signal()).await
 }

@@ -116,3 +116,35 @@ async fn zero_turns_every_limit_off() {
         assert_eq!(app.put_user(&wrong).await.status(), 401);
     }
 }
+
+async fn key_status(app: &TestApp, forwarded_for: &str) -> u16 {
+    let reply = app
+        .client
+        .post(app.url("/key"))
+        .header("x-forwarded-for", forwarded_for)
+        .send()
+        .await
+        .unwrap();
+    reply.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.key_rate = 1;
+        c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    assert_eq!(key_status(&app, "203.0.113.1").await, 201);
+    assert_eq!(key_status(&app, "203.0.113.1").await, 429);
+    assert_eq!(key_status(&app, "203.0.113.2").await, 201);
+    // A forged left-most entry changes nothing: the proxy's own entry (right-most) counts.
+    assert_eq!(key_status(&app, "198.51.100.9, 203.0.113.1").await, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_trusted_proxies_the_header_is_ignored() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.key_rate = 1).await;
+    assert_eq!(key_status(&app, "203.0.113.1").await, 201);
+    assert_eq!(key_status(&app, "203.0.113.2").await, 429);
+}

@@ -42,6 +42,16 @@ pub struct Config {
     #[arg(long, env = "ILO_LOOKUP_RATE", default_value_t = 120)]
     pub lookup_rate: u32,
 
+    /// Load balancers whose `X-Forwarded-For` names the client for rate limits (comma-separated
+    /// addresses or blocks such as `10.0.0.0/8`); empty: the TCP peer is the client.
+    #[arg(
+        long,
+        env = "ILO_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub trusted_proxies: Vec<TrustedProxy>,
+
     /// Threads hashing passwords at once (default: the number of CPUs).
     #[arg(long, env = "ILO_HASH_THREADS")]
     pub hash_threads: Option<usize>,
@@ -73,6 +83,10 @@ impl Config {
         self.hash_threads.unwrap_or_else(cpus)
     }
 
+    pub fn trusted_proxies(&self) -> Vec<crate::proxies::Cidr> {
+        self.trusted_proxies.iter().filter_map(|p| p.0).collect()
+    }
+
     pub fn http_workers(&self) -> usize {
         self.http_workers.unwrap_or_else(cpus)
     }
@@ -80,6 +94,20 @@ impl Config {
 
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+/// One entry of `ILO_TRUSTED_PROXIES` (an empty entry is ignored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedProxy(pub Option<crate::proxies::Cidr>);
+
+impl std::str::FromStr for TrustedProxy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Ok(Self(None));
+        }
+        s.parse().map(|c| Self(Some(c)))
+    }
 }
 
 /// A URL that may hold a password: printed with the password masked.

@@ -85,6 +85,7 @@ impl Services {
             )),
             metrics: Arc::new(Metrics::new()),
             token_ttl: config.token_ttl,
+            trusted_proxies: config.trusted_proxies().into(),
         };
         Ok(Self {
             api: Api {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
+use crate::proxies::Cidr;
 use crate::store::Store;
 use crate::tokens::Tokens;
 
@@ -17,4 +18,6 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
     pub token_ttl: Duration,
+    /// Proxies allowed to name the client (`ILO_TRUSTED_PROXIES`).
+    pub trusted_proxies: Arc<[Cidr]>,
 }

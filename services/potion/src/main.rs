@@ -1,14 +1,19 @@
 //! The `potion` binary: configuration from flags and environment, then one relay.
+//! `potion healthcheck` probes a running relay's `/ready` (for container health checks).
+
+use std::process::ExitCode;
 
 use clap::Parser;
 use potion::{Application, Config};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
+    if ilo_runtime::is_healthcheck() {
+        let config = Config::parse_from(["potion"]);
+        return Ok(ilo_runtime::healthcheck(config.addr));
+    }
     let config = Config::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    ilo_runtime::init_logging();
     let redis = config.redis_url.as_deref().map(without_credentials);
     tracing::info!(
         addr = %config.addr,
@@ -26,7 +31,9 @@ async fn main() -> anyhow::Result<()> {
         "effective configuration"
     );
     let app = Application::build(config).await?;
-    app.run_until_stopped(shutdown_signal()).await
+    app.run_until_stopped(ilo_runtime::shutdown_signal())
+        .await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `redis://user:pw@host/` → `redis://***@host/`.
@@ -34,20 +41,5 @@ fn without_credentials(url: &str) -> String {
     match (url.split_once("://"), url.rsplit_once('@')) {
         (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
         _ => url.to_owned(),
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }

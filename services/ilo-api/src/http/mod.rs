@@ -12,6 +12,7 @@ use actix_web::{HttpRequest, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::state::AppState;
 use errors::ApiError;
 
 /// Largest request body accepted; larger ones get `413`.
@@ -66,8 +67,19 @@ async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     })
 }
 
-/// The client's address, the key of per-address limits.
+/// The client's address, the key of per-address limits: the TCP peer, or the client a trusted
+/// load balancer names in `X-Forwarded-For`.
 pub fn client_address(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
+    let Some(peer) = req.peer_addr() else {
+        return "unknown".to_owned();
+    };
+    let trusted = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.trusted_proxies.clone())
+        .unwrap_or_default();
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    crate::proxies::client_of(peer.ip(), forwarded, &trusted).to_string()
 }
