@@ -1,6 +1,7 @@
 //! Real Chromium, headless, driven through Debian's chromedriver (WebDriver) with fantoccini.
 //! `scripts/test` installs both; a missing one fails the test rather than skipping it.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,10 @@ pub struct Chromedriver {
 impl Chromedriver {
     pub async fn start() -> Self {
         let port = free_port();
+        // A process group of its own: dropping the driver also ends every Chromium it started,
+        // even when a failed test never closed its sessions.
         let child = Command::new("chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -66,7 +70,8 @@ impl Chromedriver {
 
 impl Drop for Chromedriver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
 }

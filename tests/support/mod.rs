@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod browser;
+pub mod dns;
 pub mod postgres;
 pub mod redis;
 pub mod relay;
