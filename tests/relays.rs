@@ -5,10 +5,11 @@
 mod support;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::process::Process;
 use support::redis::PrivateRedis;
 use support::relay::{TestRelay, user};
 use support::ws::Ws;
@@ -252,31 +253,19 @@ async fn a_stopping_relay_closes_its_clients_with_1001_and_no_one_else_notices()
     assert_eq!(b.next_of("message").await["body"], "still here");
 }
 
-/// potion as its own process, so it can be killed with SIGKILL.
-struct RelayProcess(Child);
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_relays_members_leave_the_lists_within_the_lease() {
     let (api, redis) = (TestApp::spawn(Backend::Sqlite).await, redis().await);
     let survivor = TestRelay::spawn(&api, Some(&redis.url()), |c| c.lease_secs = 3).await;
     let addr = support::postgres::free_port();
-    let mut doomed = RelayProcess(
+    let doomed = Process::spawn(
         Command::new(support::binary("potion", "potion"))
             .env("POTION_ADDR", format!("127.0.0.1:{addr}"))
             .env("ILO_GRPC_URL", api.grpc_url())
             .env("REDIS_URL", redis.url())
             .env("POTION_LEASE_SECS", "3")
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stdout(Stdio::null()),
     );
     let url = format!("ws://127.0.0.1:{addr}/ws/haunted");
     let token = user(&api, "ghost").await;
@@ -294,8 +283,7 @@ async fn a_killed_relays_members_leave_the_lists_within_the_lease() {
 
     let mut watcher = survivor.connect(&user(&api, "watcher").await).await;
     assert_eq!(names(&watcher.join("haunted").await), ["ghost", "watcher"]);
-    doomed.0.kill().unwrap(); // SIGKILL: no goodbye, no cleanup
-    doomed.0.wait().unwrap();
+    doomed.kill(); // SIGKILL: no goodbye, no cleanup
 
     let mut newcomer = survivor.connect(&user(&api, "newcomer").await).await;
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ilo_client::rest::Api;
 use serde_json::json;
+use support::process::Process;
 use support::standalone::TestStandalone;
 use support::ws::{self, Presented};
 
@@ -101,32 +102,21 @@ async fn probes_and_metrics_cover_both_services() {
     ilo.stop().await;
 }
 
-/// The real binary: what a newcomer's `cargo run --release` does, in a scratch directory.
-struct Launcher(std::process::Child);
-
-impl Drop for Launcher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_launcher_creates_its_data_directory_prints_the_address_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let port = support::postgres::free_port();
-    let mut launcher = Launcher(
+    // The real binary: what a newcomer's `cargo run --release` does, in a scratch directory.
+    let mut launcher = Process::spawn(
         Command::new(env!("CARGO_BIN_EXE_ilo"))
             .current_dir(dir.path())
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
             .env("ILO_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .stdout(Stdio::piped()),
     );
-    let stdout = launcher.0.stdout.take().unwrap();
+    let stdout = launcher.child().stdout.take().unwrap();
     let printed = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout)
             .lines()
@@ -159,18 +149,9 @@ async fn the_launcher_creates_its_data_directory_prints_the_address_and_stops_on
     carol.welcome().await;
     assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
 
-    let pid = launcher.0.id().to_string();
     assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
+        launcher.terminate().await,
+        "the launcher exits cleanly on SIGTERM"
     );
     assert_eq!(carol.closed_with().await, 1001);
-    let status = tokio::task::spawn_blocking(move || launcher.0.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status}");
 }

@@ -8,8 +8,7 @@ mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ilo_client::ServerFrame;
@@ -17,6 +16,7 @@ use ilo_client::chat::{Chat, Event};
 use ilo_client::rest::Api;
 use support::dns::Dns;
 use support::postgres::free_port;
+use support::process::Process;
 use support::redis::PrivateRedis;
 use support::{Backend, TestDb};
 use tokio::sync::mpsc;
@@ -25,42 +25,14 @@ const PASSWORD: &str = "Topology-pass-1";
 const ROOM: &str = "hall";
 const PATIENCE: Duration = Duration::from_secs(15);
 
-/// A service process in a process group of its own; the whole group is killed if the test
-/// ends early (nginx's workers outlive a killed master otherwise).
-struct Process(Option<Child>);
-
-impl Process {
-    fn spawn(name: &str, package: &str, env: &[(&str, String)]) -> Self {
-        let mut command = Command::new(support::binary(package, name));
-        command
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .process_group(0);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        Self(Some(command.spawn().unwrap()))
+/// A service binary of the workspace as a process.
+fn service(package: &str, env: &[(&str, String)]) -> Process {
+    let mut command = Command::new(support::binary(package, package));
+    command.env("RUST_LOG", "warn").stdout(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
     }
-
-    /// SIGTERM, as `docker compose stop` sends, and waits for the exit.
-    async fn terminate(mut self) {
-        let mut child = self.0.take().unwrap();
-        let pid = child.id().to_string();
-        let signalled = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(signalled.unwrap().success());
-        let status = tokio::task::spawn_blocking(move || child.wait()).await;
-        assert!(status.unwrap().unwrap().success());
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let group = format!("-{}", child.id());
-            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-            let _ = child.wait();
-        }
-    }
+    Process::spawn(&mut command)
 }
 
 struct Topology {
@@ -86,8 +58,7 @@ impl Topology {
         let db = TestDb::new(Backend::Postgres);
         let redis = PrivateRedis::start();
         let (http, grpc, relay_port, lb) = (free_port(), free_port(), free_port(), free_port());
-        let api = Process::spawn(
-            "ilo-api",
+        let api = service(
             "ilo-api",
             &[
                 ("ILO_HTTP_ADDR", format!("127.0.0.1:{http}")),
@@ -127,8 +98,7 @@ impl Topology {
     }
 
     async fn start_relay(&self, i: usize) -> Process {
-        let relay = Process::spawn(
-            "potion",
+        let relay = service(
             "potion",
             &[
                 (
@@ -171,18 +141,16 @@ fn start_nginx(dir: &tempfile::TempDir, dns: u16, lb: u16, relays: u16, api: u16
     let path = dir.path().join("nginx.conf");
     std::fs::write(&path, substituted).unwrap();
     let pid = dir.path().join("nginx.pid");
-    let child = Command::new(nginx_binary())
-        .arg("-p")
-        .arg(dir.path())
-        .args(["-e", "stderr", "-c"])
-        .arg(&path)
-        .arg("-g")
-        .arg(format!("daemon off; pid {};", pid.display()))
-        .stdout(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("nginx (scripts/test installs it)");
-    Process(Some(child))
+    Process::spawn(
+        Command::new(nginx_binary())
+            .arg("-p")
+            .arg(dir.path())
+            .args(["-e", "stderr", "-c"])
+            .arg(&path)
+            .arg("-g")
+            .arg(format!("daemon off; pid {};", pid.display()))
+            .stdout(Stdio::null()),
+    )
 }
 
 fn nginx_binary() -> &'static str {
@@ -349,7 +317,7 @@ async fn clients_chat_through_the_load_balancer_and_survive_relay_restarts() {
     let doomed = members[0].relay.clone();
     let index = relay_index(&topology, &doomed).await;
     let on_doomed: Vec<bool> = members.iter().map(|m| m.relay == doomed).collect();
-    topology.relays[index].take().unwrap().terminate().await;
+    assert!(topology.relays[index].take().unwrap().terminate().await);
     for (member, moved) in members.iter_mut().zip(&on_doomed) {
         if *moved {
             member.reconnects_once().await;
@@ -366,7 +334,7 @@ async fn clients_chat_through_the_load_balancer_and_survive_relay_restarts() {
     for i in 0..3 {
         let relay_id = relay_id_at(&topology, i).await;
         let affected: Vec<bool> = members.iter().map(|m| m.relay == relay_id).collect();
-        topology.relays[i].take().unwrap().terminate().await;
+        assert!(topology.relays[i].take().unwrap().terminate().await);
         for (member, hit) in members.iter_mut().zip(&affected) {
             if *hit {
                 member.reconnects_once().await;

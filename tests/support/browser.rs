@@ -1,38 +1,37 @@
 //! Real Chromium, headless, driven through Debian's chromedriver (WebDriver) with fantoccini.
 //! `scripts/test` installs both; a missing one fails the test rather than skipping it.
 
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
 use super::postgres::free_port;
+use super::process::Process;
 
 /// How long a browser step waits for the page to show what it expects.
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// One chromedriver process; every browser of a test is a session on it.
 pub struct Chromedriver {
-    child: Child,
+    /// In its own process group: dropping it also ends every Chromium it started, even when a
+    /// failed test never closed its sessions.
+    _process: Process,
     url: String,
 }
 
 impl Chromedriver {
     pub async fn start() -> Self {
         let port = free_port();
-        // A process group of its own: dropping the driver also ends every Chromium it started,
-        // even when a failed test never closed its sessions.
-        let child = Command::new("chromedriver")
-            .process_group(0)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver must be installed: run the tests with scripts/test");
+        let process = Process::spawn(
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
         let driver = Self {
-            child,
+            _process: process,
             url: format!("http://127.0.0.1:{port}"),
         };
         let deadline = Instant::now() + PATIENCE;
@@ -65,14 +64,6 @@ impl Chromedriver {
             client,
             name: name.to_owned(),
         }
-    }
-}
-
-impl Drop for Chromedriver {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.child.wait();
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod dns;
 pub mod postgres;
+pub mod process;
 pub mod redis;
 pub mod relay;
 pub mod standalone;
