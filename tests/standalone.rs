@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use diesel::{Connection, RunQueryDsl};
 use ilo_client::rest::Api;
 use serde_json::json;
 use support::process::Process;
@@ -66,6 +67,50 @@ async fn one_port_serves_rest_the_relay_and_the_web_client() {
         );
     }
     ilo.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_url_and_redis_url_are_honoured() {
+    let redis = support::redis::PrivateRedis::start();
+    let ilo = TestStandalone::spawn_on_postgres_and_redis(&redis.url()).await;
+    let api = Api::new(ilo.url(""));
+    let token = login(&api, "dora").await;
+    let mut dora = ws::connect(&ilo.ws_url("/ws/deck"), &token, Presented::Header)
+        .await
+        .unwrap();
+    dora.welcome().await;
+    dora.next_of("joined").await;
+    // The room's channel exists in this Redis: the relay fans out through it.
+    let mut redis_conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    assert!(
+        channels.contains(&"potion:room:deck".to_owned()),
+        "{channels:?}"
+    );
+    dora.send(json!({"type": "send", "room": "deck", "body": "via redis"}))
+        .await;
+    assert_eq!(dora.next_of("message").await["body"], "via redis");
+    // The user is in PostgreSQL.
+    let mut pg = diesel::PgConnection::establish(&ilo.db.url()).unwrap();
+    let users = diesel::sql_query("SELECT COUNT(*) AS n FROM users")
+        .get_result::<Count>(&mut pg)
+        .unwrap();
+    assert_eq!(users.n, 1);
+    ilo.stop().await;
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

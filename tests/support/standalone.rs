@@ -16,7 +16,18 @@ pub struct TestStandalone {
 impl TestStandalone {
     /// On an ephemeral port with a fresh SQLite database, rate limits off.
     pub async fn spawn() -> Self {
-        Self::spawn_on(([127, 0, 0, 1], 0).into(), TestDb::new(Backend::Sqlite)).await
+        Self::spawn_on(
+            ([127, 0, 0, 1], 0).into(),
+            TestDb::new(Backend::Sqlite),
+            None,
+        )
+        .await
+    }
+
+    /// With `DATABASE_URL` and `REDIS_URL` set: a fresh PostgreSQL database and this Redis.
+    pub async fn spawn_on_postgres_and_redis(redis_url: &str) -> Self {
+        let db = TestDb::new(Backend::Postgres);
+        Self::spawn_on(([127, 0, 0, 1], 0).into(), db, Some(redis_url)).await
     }
 
     /// Stops it as SIGTERM would (clients get 1001), then starts it again on the same port and
@@ -25,15 +36,16 @@ impl TestStandalone {
         let addr = self.addr;
         let db = std::mem::replace(&mut self.db, TestDb::new(Backend::Sqlite));
         self.stop().await;
-        Self::spawn_on(addr, db).await
+        Self::spawn_on(addr, db, None).await
     }
 
-    async fn spawn_on(addr: SocketAddr, db: TestDb) -> Self {
+    async fn spawn_on(addr: SocketAddr, db: TestDb, redis: Option<&str>) -> Self {
         let mut api = ilo_api::Config::for_tests(&db.url());
         api.http_addr = addr;
         api.hash_threads = Some(2);
         let mut relay = potion::Config::for_tests("http://unused");
         relay.send_rate = 0;
+        relay.redis_url = redis.map(str::to_owned);
         let ilo = ilo::Standalone::build(api, relay)
             .await
             .expect("ilo starts");
