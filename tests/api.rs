@@ -392,8 +392,19 @@ async fn logout_revokes_the_token(backend: Backend) {
             .bearer_auth(token)
             .send()
     };
+    let check = |token: String| {
+        app.client
+            .get(app.url("/session"))
+            .bearer_auth(token)
+            .send()
+    };
+    let session: serde_json::Value = check(token.clone()).await.unwrap().json().await.unwrap();
+    assert_eq!(session["username"], "frank");
+    assert!(session["expires_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(logout(token.clone()).await.unwrap().status(), 204);
-    let (status, _, code) = error_of(logout(token).await.unwrap()).await;
+    let (status, _, code) = error_of(logout(token.clone()).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (401, "invalid_token"));
+    let (status, _, code) = error_of(check(token).await.unwrap()).await;
     assert_eq!((status, code.as_str()), (401, "invalid_token"));
     // Only that session ended.
     assert_eq!(logout(other).await.unwrap().status(), 204);

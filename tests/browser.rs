@@ -151,7 +151,7 @@ async fn the_page_reconnects_and_rejoins_its_rooms_after_a_restart() {
 
         let restarted = ilo.take().unwrap().restart().await;
         ilo = Some(restarted);
-        erin.wait_for_text("#status", "Reconnecting").await;
+        erin.wait_for_text(&log("attic"), "Connection lost").await;
         erin.wait_for_text("#status", "Connected").await;
         erin.wait_for_text(&log("attic"), "Back in attic").await;
         frank.wait_for_text(&log("attic"), "Back in attic").await;
@@ -165,4 +165,36 @@ async fn the_page_reconnects_and_rejoins_its_rooms_after_a_restart() {
     if let Some(ilo) = ilo {
         ilo.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_returns_the_page_to_the_login_form() {
+    let ilo = TestStandalone::spawn().await;
+    let driver = Chromedriver::start().await;
+    let gina = driver.browser("gina").await;
+    let base = ilo.url("/");
+    with_screenshots("revoked", &[&gina], async {
+        register(&gina, &base, "gina", "Gina-pass-1").await;
+        join(&gina, "porch").await;
+        // Logged out elsewhere (another device, or an admin): the token is revoked.
+        let session = gina
+            .client
+            .execute("return sessionStorage.getItem('ilo.session')", vec![])
+            .await
+            .unwrap();
+        let session: serde_json::Value = serde_json::from_str(session.as_str().unwrap()).unwrap();
+        let revoked = reqwest::Client::new()
+            .delete(ilo.url("/session"))
+            .bearer_auth(session["token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(revoked.status(), 204);
+        gina.wait_for_text("#status", "session has ended").await;
+        gina.wait_for("#username").await;
+        assert!(gina.text("#whoami").await.is_empty());
+    })
+    .await;
+    gina.close().await;
+    ilo.stop().await;
 }

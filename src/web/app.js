@@ -242,14 +242,29 @@ function onClose(code) {
   chat.attempt += 1;
   const why = { 1001: "the server is restarting", 1009: "a message was too large", 4000: "it was idle", 4008: "too many messages were sent", 4009: "it fell behind" }[code] || "the connection dropped";
   status(`Disconnected: ${why}. Reconnecting in ${Math.ceil(delay / 1000)} s (attempt ${chat.attempt})…`, true);
-  chat.retryTimer = setTimeout(() => {
-    // A browser cannot read the relay's 401, so an expired session is recognised here.
-    if (sessionExpired()) {
+  // Also in each room's log, so a gap in the conversation is explained where it happened.
+  if (chat.attempt === 1) for (const room of chat.rooms.keys()) addLine(room, eventLine(`Connection lost: ${why}. Reconnecting…`));
+  chat.retryTimer = setTimeout(async () => {
+    // A browser cannot read the relay's 401: after a failed attempt, ask the API whether the
+    // session still stands before trying again.
+    if (chat.attempt > 1 && !(await sessionValid())) {
       leaveChat("Your session has ended. Please log in again.");
       return;
     }
     connect();
   }, delay);
+}
+
+/** Whether the API still accepts the token (an unreachable API is not a verdict). */
+async function sessionValid() {
+  const session = store.session;
+  if (!session) return false;
+  try {
+    await api("GET", "/session", undefined, session.token);
+    return true;
+  } catch (e) {
+    return e.status !== 401;
+  }
 }
 
 function sessionExpired() {

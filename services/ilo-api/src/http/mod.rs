@@ -45,7 +45,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(users::delete)),
     )
     .service(resource("/user/{username}").route(web::get().to(users::public_key)))
-    .service(resource("/session").route(web::delete().to(sessions::delete)))
+    .service(
+        resource("/session")
+            .route(web::get().to(sessions::get))
+            .route(web::delete().to(sessions::delete)),
+    )
     .service(resource("/health").route(web::get().to(probes::health)))
     .service(resource("/ready").route(web::get().to(probes::ready)))
     .service(resource("/metrics").route(web::get().to(probes::metrics)))

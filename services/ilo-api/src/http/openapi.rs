@@ -17,7 +17,7 @@ use crate::domain::Violation;
     paths(
         keys::create, keys::revoke,
         users::create, users::login, users::public_key, users::delete,
-        sessions::delete,
+        sessions::get, sessions::delete,
         probes::health, probes::ready, probes::metrics,
     ),
     components(schemas(Detail, ErrorBody, Violation)),

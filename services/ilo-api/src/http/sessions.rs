@@ -1,11 +1,16 @@
-//! `DELETE /session` (log out) and bearer-token authentication for the routes that need it.
+//! `GET /session` (is this token still good?), `DELETE /session` (log out) and bearer-token
+//! authentication for the routes that need it.
 
 use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use serde::Serialize;
+use utoipa::ToSchema;
+
 use super::errors::{ApiError, ErrorBody};
+use super::users::rfc3339;
 use crate::secrets;
 use crate::state::AppState;
 use crate::store;
@@ -26,6 +31,33 @@ pub async fn authenticate(
         .validate(token)
         .await?
         .ok_or(ApiError::InvalidToken)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionReply {
+    /// `Session of <username>`.
+    detail: String,
+    username: String,
+    /// When the token stops working (RFC 3339, UTC).
+    #[schema(example = "2026-11-25T09:30:00Z")]
+    expires_at: String,
+}
+
+/// The session behind a bearer token: how a client learns whether its token still works, for
+/// example before reconnecting a WebSocket (a browser cannot read the relay's `401`).
+#[utoipa::path(get, path = "/session", tag = "sessions",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The token is valid", body = SessionReply),
+        (status = 401, description = "`invalid_token`", body = ErrorBody),
+    ))]
+pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let session = authenticate(&state, &req).await?;
+    Ok(HttpResponse::Ok().json(SessionReply {
+        detail: format!("Session of {}", session.username),
+        username: session.username.clone(),
+        expires_at: rfc3339(session.expires_at)?,
+    }))
 }
 
 /// Log out: revoke the bearer token. Relays close its connections with `4001`.

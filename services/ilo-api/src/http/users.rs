@@ -220,7 +220,7 @@ fn refuse_overlong(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn rfc3339(unix_seconds: i64) -> anyhow::Result<String> {
+pub(super) fn rfc3339(unix_seconds: i64) -> anyhow::Result<String> {
     Ok(time::OffsetDateTime::from_unix_timestamp(unix_seconds)?
         .format(&time::format_description::well_known::Rfc3339)?)
 }
