@@ -187,6 +187,7 @@ function enterChat() {
 
 function leaveChat(reason) {
   clearTimeout(chat.retryTimer);
+  chat.attempt = 0;
   const socket = chat.socket;
   chat.socket = null;
   socket?.close(1000);
