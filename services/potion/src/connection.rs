@@ -2,16 +2,18 @@
 //! writer task that drains the connection's bounded outbox into the socket. Either side, the
 //! hub or the relay ends the connection by setting its close code on a watch channel.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream, ProtocolError, Session};
 use futures_util::StreamExt;
 use ilo_protocol::{ClientFrame, MAX_REF_CHARS, PresenceEvent, ServerFrame, close, is_valid_room};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::bus::envelope;
-use crate::hub::{ConnHandle, ConnId, Identity, JoinError, Left, Outbound, request_close};
+use crate::hub::{ConnHandle, ConnId, Identity, JoinError, Left, request_close};
+use crate::outbox::{Outbound, Outbox, Refused};
 use crate::relay::Relay;
 
 /// Largest WebSocket message accepted; larger closes the connection with 1009.
@@ -28,7 +30,7 @@ pub fn start(
     room: Option<String>,
 ) {
     let id = relay.next_conn_id();
-    let (outbox, queued) = mpsc::channel(relay.config.queue.max(1));
+    let outbox = Arc::new(Outbox::new(relay.config.queue));
     let (closer, closed) = watch::channel(None);
     let welcome = ServerFrame::Welcome {
         user: identity.username.clone(),
@@ -46,7 +48,7 @@ pub fn start(
     if relay.is_stopping() {
         request_close(&closer, close::GOING_AWAY);
     }
-    actix_web::rt::spawn(write(session, queued, closed.clone()));
+    actix_web::rt::spawn(write(session, outbox.clone(), closed.clone()));
     let conn = Conn {
         relay,
         id,
@@ -64,7 +66,7 @@ struct Conn {
     relay: Arc<Relay>,
     id: ConnId,
     identity: Arc<Identity>,
-    outbox: mpsc::Sender<Outbound>,
+    outbox: Arc<Outbox>,
     closer: watch::Sender<Option<u16>>,
     /// Send tokens left and when they were counted; `None` until the first send.
     bucket: Option<(f64, Instant)>,
@@ -336,7 +338,7 @@ impl Conn {
 
     /// Queues without waiting; a connection whose queue is full is a slow consumer.
     fn queue(&self, item: Outbound) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.outbox.try_send(item)
+        if let Err(Refused::Full) = self.outbox.try_send(item)
             && self
                 .closer
                 .send_replace(Some(close::SLOW_CONSUMER))
@@ -362,32 +364,32 @@ fn bus_down(reference: Option<String>) -> ServerFrame {
 /// Drains the outbox into the socket until the connection is closed, then sends the close frame.
 async fn write(
     mut session: Session,
-    mut queued: mpsc::Receiver<Outbound>,
+    outbox: Arc<Outbox>,
     mut closed: watch::Receiver<Option<u16>>,
 ) {
     {
         // One close watcher for the connection's life, rather than a new one per frame.
         let closing = closed.changed();
         tokio::pin!(closing);
+        let mut batch = VecDeque::new();
         'frames: loop {
-            let first = tokio::select! {
+            tokio::select! {
                 biased;
                 _ = &mut closing => break,
-                first = queued.recv() => first,
-            };
-            let Some(first) = first else { break };
-            // Everything already queued goes out before the writer sleeps again: actix-ws encodes
-            // frames that arrive together into one write.
-            let ready = std::iter::from_fn(|| queued.try_recv().ok());
-            for item in std::iter::once(first).chain(ready) {
+                () = outbox.recv_all(&mut batch) => {}
+            }
+            // Everything queued goes out before the writer sleeps again: actix-ws encodes frames
+            // that arrive together into one write.
+            while let Some(item) = batch.pop_front() {
                 tokio::select! {
                     biased;
-                    sent = send(&mut session, item) => if sent.is_err() { return },
+                    sent = send(&mut session, item) => if sent.is_err() { break 'frames },
                     _ = &mut closing => break 'frames,
                 }
             }
         }
     }
+    outbox.close();
     let code = closed.borrow().unwrap_or(1000);
     let reason = CloseReason {
         code: CloseCode::from(code),

@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytestring::ByteString;
 use ilo_protocol::{Member, close};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+pub use crate::outbox::Outbound;
+use crate::outbox::{Outbox, Refused};
 
 pub type ConnId = u64;
 
@@ -25,17 +27,9 @@ pub struct Identity {
     pub expires_at: i64,
 }
 
-/// What a connection's writer sends next.
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    Text(ByteString),
-    Ping,
-    Pong(bytes::Bytes),
-}
-
 /// A connection as the hub knows it: where to put its frames and how to close it.
 pub struct ConnHandle {
-    pub outbox: mpsc::Sender<Outbound>,
+    pub outbox: Arc<Outbox>,
     pub closer: watch::Sender<Option<u16>>,
     pub identity: Arc<Identity>,
 }
@@ -240,7 +234,7 @@ impl Hub {
             }
             match conn.handle.outbox.try_send(Outbound::Text(frame.clone())) {
                 Ok(()) => delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(Refused::Full) => {
                     if conn
                         .handle
                         .closer
@@ -250,7 +244,7 @@ impl Hub {
                         self.metrics.slow_consumers.inc();
                     }
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(Refused::Closed) => {}
             }
         }
         self.metrics.deliveries.inc_by(delivered);

@@ -8,6 +8,7 @@ pub mod config;
 mod connection;
 pub mod hub;
 mod metrics;
+mod outbox;
 mod probes;
 mod relay;
 mod startup;
