@@ -2,6 +2,8 @@
 //! relay in one process on `ILO_HTTP_ADDR` (REST, `/ws`, the web client). Flags are ilo-api's;
 //! the relay's settings (`POTION_*`, `REDIS_URL`) come from the environment.
 
+use std::io::Write;
+
 use clap::Parser;
 
 #[tokio::main]
@@ -17,13 +19,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let ilo = ilo::Standalone::build(api_config, relay_config).await?;
 
-    println!("Ilo is running. Open http://{}/ in a browser.", ilo.addr());
-    println!("  data      {}", ilo.database());
-    println!("  fan-out   {bus}");
-    println!(
-        "  REST API  http://{0}/docs   WebSocket ws://{0}/ws",
-        ilo.addr()
+    // Not `println!`: a closed stdout (a supervisor, a pipe whose reader left) must not stop Ilo.
+    let _ = writeln!(
+        std::io::stdout(),
+        "Ilo is running. Open http://{addr}/ in a browser.\n  data      {}\n  fan-out   {bus}\n  \
+         REST API  http://{addr}/docs   WebSocket ws://{addr}/ws\nStop with Ctrl-C.",
+        ilo.database(),
+        addr = ilo.addr(),
     );
-    println!("Stop with Ctrl-C.");
     ilo.run_until_stopped(ilo_runtime::shutdown_signal()).await
 }

@@ -161,18 +161,21 @@ async fn the_launcher_creates_its_data_directory_prints_the_address_and_stops_on
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped()),
     );
+    // Read what it prints, and keep reading until it exits (its stdout stays open).
     let stdout = launcher.child().stdout.take().unwrap();
-    let printed = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .take(3)
-            .collect::<Vec<_>>()
+    let (lines, mut printed_lines) = tokio::sync::mpsc::channel(16);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.blocking_send(line);
+        }
     });
-    let printed = tokio::time::timeout(Duration::from_secs(30), printed)
-        .await
-        .expect("the launcher prints its address")
-        .unwrap();
+    let mut printed = Vec::new();
+    while printed.len() < 2 {
+        let line = tokio::time::timeout(Duration::from_secs(30), printed_lines.recv())
+            .await
+            .expect("the launcher prints its address");
+        printed.push(line.expect("the launcher keeps running"));
+    }
     let url = format!("http://127.0.0.1:{port}/");
     assert!(printed[0].contains(&url), "{printed:?}");
     let database = dir.path().join("data").join("ilo.db");
