@@ -348,6 +348,24 @@ async fn fragments_adding_up_past_64_kib_close_with_1009() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_that_break_rfc_6455_close_with_1002_and_bad_utf8_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let (api, relay) = setup().await;
+    let token = user(&api, "mallory").await;
+
+    let mut ws = relay.connect(&token).await;
+    let stray = Frame::message("x", OpCode::Data(Data::Continue), true);
+    ws.send_raw(Message::Frame(stray)).await;
+    assert_eq!(ws.closed_with().await, 1002);
+
+    let mut ws = relay.connect(&token).await;
+    let not_utf8 = Frame::message(vec![b'{', 0xff, 0xfe], OpCode::Data(Data::Text), true);
+    ws.send_raw(Message::Frame(not_utf8)).await;
+    assert_eq!(ws.closed_with().await, 1007);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_clients_are_closed_with_4000() {
     let api = TestApp::spawn(Backend::Sqlite).await;
     // The first check comes after the idle time, so no ping is sent before the close.

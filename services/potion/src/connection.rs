@@ -1,64 +1,57 @@
-//! One WebSocket connection: a reader task that handles the client's frames in order, and a
-//! writer task that drains the connection's bounded outbox into the socket. Either side, the
-//! hub or the relay ends the connection by setting its close code on a watch channel.
+//! One WebSocket connection's reader: a task that handles the client's frames in order. What
+//! the connection sends goes through its outbox, which the HTTP response body drains
+//! ([`crate::socket`]); the reader, the hub or the relay ends the connection by setting the
+//! outbox's close code.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream, ProtocolError, Session};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use ilo_protocol::{ClientFrame, MAX_REF_CHARS, PresenceEvent, ServerFrame, close, is_valid_room};
-use tokio::sync::watch;
 
 use crate::bus::envelope;
-use crate::hub::{ConnHandle, ConnId, Identity, JoinError, Left, request_close};
-use crate::outbox::{Outbound, Outbox, Refused};
+use crate::hub::{ConnHandle, ConnId, Identity, JoinError, Left};
+use crate::outbox::{Outbox, Refused};
 use crate::relay::Relay;
+use crate::socket::{self, Incoming, Received};
 
 /// Largest WebSocket message accepted; larger closes the connection with 1009.
 pub const MAX_MESSAGE: usize = 64 * 1024;
-/// How long the writer keeps trying to deliver the close frame to a reader that does not read.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-/// Starts the connection's tasks; the welcome frame is the first thing it sends.
+/// Starts the connection's reader; the welcome frame is the first thing it sends.
 pub fn start(
     relay: Arc<Relay>,
     identity: Arc<Identity>,
-    session: Session,
-    stream: MessageStream,
+    outbox: Arc<Outbox>,
+    incoming: Incoming,
     room: Option<String>,
 ) {
     let id = relay.next_conn_id();
-    let outbox = Arc::new(Outbox::new(relay.config.queue));
-    let (closer, closed) = watch::channel(None);
     let welcome = ServerFrame::Welcome {
         user: identity.username.clone(),
         connection: format!("{}-{id}", relay.relay_id),
     };
-    let _ = outbox.try_send(Outbound::Text(welcome.to_json().into()));
+    let _ = outbox.try_send(socket::text(&welcome.to_json()));
     relay.hub.register(
         id,
         ConnHandle {
             outbox: outbox.clone(),
-            closer: closer.clone(),
             identity: identity.clone(),
         },
     );
     if relay.is_stopping() {
-        request_close(&closer, close::GOING_AWAY);
+        outbox.close(close::GOING_AWAY);
     }
-    actix_web::rt::spawn(write(session, outbox.clone(), closed.clone()));
     let conn = Conn {
         relay,
         id,
         identity,
         outbox,
-        closer,
         bucket: None,
         strikes: 0,
     };
-    actix_web::rt::spawn(conn.read(stream, closed, room));
+    actix_web::rt::spawn(conn.read(incoming, room));
 }
 
 /// The reader's state.
@@ -67,7 +60,6 @@ struct Conn {
     id: ConnId,
     identity: Arc<Identity>,
     outbox: Arc<Outbox>,
-    closer: watch::Sender<Option<u16>>,
     /// Send tokens left and when they were counted; `None` until the first send.
     bucket: Option<(f64, Instant)>,
     /// Sends refused in a row; past the burst the connection is closed with 4008.
@@ -75,16 +67,9 @@ struct Conn {
 }
 
 impl Conn {
-    async fn read(
-        mut self,
-        stream: MessageStream,
-        mut closed: watch::Receiver<Option<u16>>,
-        room: Option<String>,
-    ) {
-        let mut stream = stream
-            .max_frame_size(MAX_MESSAGE)
-            .aggregate_continuations()
-            .max_continuation_size(MAX_MESSAGE);
+    async fn read(mut self, mut incoming: Incoming, room: Option<String>) {
+        // Its own handle, so waiting for a close code does not borrow `self`.
+        let outbox = self.outbox.clone();
         if let Some(room) = room {
             self.join(room, None).await;
         }
@@ -99,40 +84,34 @@ impl Conn {
         let mut last_heard = Instant::now();
         loop {
             tokio::select! {
-                message = stream.next() => {
+                message = incoming.next() => {
                     last_heard = Instant::now();
                     match message {
-                        Some(Ok(AggregatedMessage::Text(text))) => self.on_text(&text).await,
-                        Some(Ok(AggregatedMessage::Binary(_))) => {
+                        Some(Ok(Received::Text(text))) => self.on_text(&text).await,
+                        Some(Ok(Received::Binary)) => {
                             self.reply(ServerFrame::error("bad_frame", "frames must be JSON text", None));
                         }
-                        Some(Ok(AggregatedMessage::Ping(bytes))) => self.queue(Outbound::Pong(bytes)),
-                        Some(Ok(AggregatedMessage::Pong(_))) => {}
-                        Some(Ok(AggregatedMessage::Close(_))) | None => self.close(1000),
-                        Some(Err(ProtocolError::Overflow)) => self.close(close::TOO_BIG),
-                        // actix-ws reports fragments adding up past the limit as an `Other` I/O
-                        // error; a dead socket gets it too, but then no close code arrives anyway.
-                        Some(Err(ProtocolError::Io(e))) if e.kind() == std::io::ErrorKind::Other => {
-                            self.close(close::TOO_BIG);
-                        }
-                        Some(Err(_)) => self.close(1002),
+                        Some(Ok(Received::Ping(bytes))) => self.queue(socket::pong(&bytes)),
+                        Some(Ok(Received::Pong)) => {}
+                        Some(Ok(Received::Close)) | None => self.close(1000),
+                        Some(Err(e)) => self.close(e.close_code()),
                     }
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= idle {
                         self.close(close::IDLE);
                     } else {
-                        self.queue(Outbound::Ping);
+                        self.queue(socket::ping());
                     }
                 }
                 () = &mut expiry => self.close(close::INVALID_SESSION),
-                _ = closed.changed() => {}
+                _ = outbox.closed() => {}
             }
-            if closed.borrow().is_some() {
+            if outbox.close_code().is_some() {
                 break;
             }
         }
-        let code = closed.borrow().unwrap_or(1000);
+        let code = outbox.close_code().unwrap_or(1000);
         tracing::info!(connection = self.id, user = %self.identity.username, code, "connection closed");
         for left in self.relay.hub.unregister(self.id) {
             self.after_leave(left).await;
@@ -333,23 +312,20 @@ impl Conn {
     }
 
     fn reply(&self, frame: ServerFrame) {
-        self.queue(Outbound::Text(frame.to_json().into()));
+        self.queue(socket::text(&frame.to_json()));
     }
 
     /// Queues without waiting; a connection whose queue is full is a slow consumer.
-    fn queue(&self, item: Outbound) {
-        if let Err(Refused::Full) = self.outbox.try_send(item)
-            && self
-                .closer
-                .send_replace(Some(close::SLOW_CONSUMER))
-                .is_none()
+    fn queue(&self, frame: Bytes) {
+        if let Err(Refused::Full) = self.outbox.try_send(frame)
+            && self.outbox.close(close::SLOW_CONSUMER)
         {
             self.relay.metrics.slow_consumers.inc();
         }
     }
 
     fn close(&self, code: u16) {
-        request_close(&self.closer, code);
+        self.outbox.close(code);
     }
 }
 
@@ -359,63 +335,6 @@ fn bus_down(reference: Option<String>) -> ServerFrame {
         "messages cannot be relayed right now; retry shortly",
         reference,
     )
-}
-
-/// Drains the outbox into the socket until the connection is closed, then sends the close frame.
-async fn write(
-    mut session: Session,
-    outbox: Arc<Outbox>,
-    mut closed: watch::Receiver<Option<u16>>,
-) {
-    {
-        // One close watcher for the connection's life, rather than a new one per frame.
-        let closing = closed.changed();
-        tokio::pin!(closing);
-        let mut batch = VecDeque::new();
-        'frames: loop {
-            tokio::select! {
-                biased;
-                _ = &mut closing => break,
-                () = outbox.recv_all(&mut batch) => {}
-            }
-            // Everything queued goes out before the writer sleeps again: actix-ws encodes frames
-            // that arrive together into one write.
-            while let Some(item) = batch.pop_front() {
-                tokio::select! {
-                    biased;
-                    sent = send(&mut session, item) => if sent.is_err() { break 'frames },
-                    _ = &mut closing => break 'frames,
-                }
-            }
-        }
-    }
-    outbox.close();
-    let code = closed.borrow().unwrap_or(1000);
-    let reason = CloseReason {
-        code: CloseCode::from(code),
-        description: Some(describe(code).to_owned()),
-    };
-    let _ = tokio::time::timeout(CLOSE_GRACE, session.close(Some(reason))).await;
-}
-
-async fn send(session: &mut Session, item: Outbound) -> Result<(), actix_ws::Closed> {
-    match item {
-        Outbound::Text(text) => session.text(text).await,
-        Outbound::Ping => session.ping(b"").await,
-        Outbound::Pong(bytes) => session.pong(&bytes).await,
-    }
-}
-
-fn describe(code: u16) -> &'static str {
-    match code {
-        close::GOING_AWAY => "relay shutting down",
-        close::TOO_BIG => "message too large",
-        close::IDLE => "idle timeout",
-        close::INVALID_SESSION => "session invalid, expired or revoked",
-        close::RATE_LIMITED => "rate limit exceeded",
-        close::SLOW_CONSUMER => "slow consumer",
-        _ => "",
-    }
 }
 
 fn until_unix(expires_at: i64) -> Duration {

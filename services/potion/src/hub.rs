@@ -8,11 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytestring::ByteString;
 use ilo_protocol::{Member, close};
-use tokio::sync::watch;
 
 use crate::metrics::Metrics;
-pub use crate::outbox::Outbound;
 use crate::outbox::{Outbox, Refused};
+use crate::socket;
 
 pub type ConnId = u64;
 
@@ -27,10 +26,9 @@ pub struct Identity {
     pub expires_at: i64,
 }
 
-/// A connection as the hub knows it: where to put its frames and how to close it.
+/// A connection as the hub knows it: where to put its frames (and its close code).
 pub struct ConnHandle {
     pub outbox: Arc<Outbox>,
-    pub closer: watch::Sender<Option<u16>>,
     pub identity: Arc<Identity>,
 }
 
@@ -217,12 +215,13 @@ impl Hub {
     }
 
     /// Hands an envelope from the bus to every local member of `room`.
-    /// Envelope: `<user id to skip>\n<frame>`; the frame bytes are shared, never copied.
+    /// Envelope: `<user id to skip>\n<frame>`. The WebSocket frame is encoded once and its
+    /// bytes shared by every recipient, never copied per recipient.
     pub fn deliver(&self, room: &str, envelope: &ByteString) {
         let Some((skip, frame)) = envelope.split_once('\n') else {
             return;
         };
-        let frame = envelope.slice_ref(frame);
+        let frame = socket::text(frame);
         let state = self.lock();
         let Some(members) = state.rooms.get(room) else {
             return;
@@ -232,15 +231,10 @@ impl Hub {
             if !skip.is_empty() && conn.handle.identity.user_id == skip {
                 continue;
             }
-            match conn.handle.outbox.try_send(Outbound::Text(frame.clone())) {
+            match conn.handle.outbox.try_send(frame.clone()) {
                 Ok(()) => delivered += 1,
                 Err(Refused::Full) => {
-                    if conn
-                        .handle
-                        .closer
-                        .send_replace(Some(close::SLOW_CONSUMER))
-                        .is_none()
-                    {
+                    if conn.handle.outbox.close(close::SLOW_CONSUMER) {
                         self.metrics.slow_consumers.inc();
                     }
                 }
@@ -257,7 +251,7 @@ impl Hub {
         let mut closed = 0;
         for conn in state.conns.values() {
             if wanted.contains(conn.handle.identity.session_id.as_str()) {
-                request_close(&conn.handle.closer, code);
+                conn.handle.outbox.close(code);
                 closed += 1;
             }
         }
@@ -267,7 +261,7 @@ impl Hub {
     /// Closes every connection with `code` (shutdown: 1001).
     pub fn close_all(&self, code: u16) {
         for conn in self.lock().conns.values() {
-            request_close(&conn.handle.closer, code);
+            conn.handle.outbox.close(code);
         }
     }
 
@@ -290,15 +284,6 @@ impl Hub {
     pub fn connection_count(&self) -> usize {
         self.lock().conns.len()
     }
-}
-
-/// Asks a connection to close with `code`; the first code asked for wins. Whether this was it.
-pub fn request_close(closer: &watch::Sender<Option<u16>>, code: u16) -> bool {
-    closer.send_if_modified(|current| {
-        let first = current.is_none();
-        current.get_or_insert(code);
-        first
-    })
 }
 
 fn remove_member(state: &mut State, id: ConnId, user: &str, room: Arc<str>) -> Option<Left> {

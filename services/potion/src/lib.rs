@@ -11,6 +11,7 @@ mod metrics;
 mod outbox;
 mod probes;
 mod relay;
+mod socket;
 mod startup;
 mod upgrade;
 

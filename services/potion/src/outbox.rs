@@ -1,141 +1,203 @@
-//! A connection's bounded outbound queue: many producers (the hub's deliveries, the reader's
-//! replies) that never wait, one consumer (the writer task). A `VecDeque` behind a std `Mutex`
-//! (nothing awaits while holding it) plus a `Notify`: an idle connection's queue holds no
-//! allocation, where a tokio channel keeps a 32-slot block per connection from the start.
+//! A connection's outbound side: a bounded queue of encoded WebSocket frames, filled without
+//! waiting by many producers (the hub's deliveries, the reader's replies), and the close code
+//! that ends the connection. The HTTP response body ([`crate::socket::Body`]) drains it straight
+//! into actix-http's write buffer, so a delivery costs one push and at most one wake.
+//!
+//! A `VecDeque` behind a std `Mutex` (nothing awaits while holding it): an idle connection's
+//! queue holds no allocation, where a channel keeps a block of slots from the start.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use bytestring::ByteString;
 use tokio::sync::Notify;
 
-/// What a connection's writer sends next.
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    Text(ByteString),
-    Ping,
-    Pong(Bytes),
-}
+/// Close code recorded when the HTTP side ended first (the client went away).
+pub const ABNORMAL: u16 = 1006;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused {
     /// The queue holds its bound: the reader is too slow (4009).
     Full,
-    /// The writer has finished.
+    /// The connection is closing.
     Closed,
 }
 
+/// What the response body gets next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// The queued frames were moved into the batch.
+    Frames,
+    /// Send the close frame with this code; queued frames are dropped.
+    Close(u16),
+}
+
 pub struct Outbox {
-    queue: Mutex<Queue>,
-    ready: Notify,
+    state: Mutex<State>,
+    /// Wakes the reader when a close code is set.
+    closing: Notify,
     bound: usize,
 }
 
-struct Queue {
-    items: VecDeque<Outbound>,
-    closed: bool,
+#[derive(Default)]
+struct State {
+    frames: VecDeque<Bytes>,
+    close: Option<u16>,
+    /// The response body's task, parked until a frame or a close code arrives.
+    writer: Option<Waker>,
 }
 
 impl Outbox {
     pub fn new(bound: usize) -> Self {
         Self {
-            queue: Mutex::new(Queue {
-                items: VecDeque::new(),
-                closed: false,
-            }),
-            ready: Notify::new(),
+            state: Mutex::new(State::default()),
+            closing: Notify::new(),
             bound: bound.max(1),
         }
     }
 
-    /// Queues `item` without waiting.
-    pub fn try_send(&self, item: Outbound) -> Result<(), Refused> {
-        let mut queue = self.lock();
-        if queue.closed {
+    /// Queues an encoded frame without waiting.
+    pub fn try_send(&self, frame: Bytes) -> Result<(), Refused> {
+        let mut state = self.lock();
+        if state.close.is_some() {
             return Err(Refused::Closed);
         }
-        if queue.items.len() >= self.bound {
+        if state.frames.len() >= self.bound {
             return Err(Refused::Full);
         }
-        queue.items.push_back(item);
-        drop(queue);
-        // With one consumer a stored permit cannot be lost: it wakes the next wait at once.
-        self.ready.notify_one();
+        state.frames.push_back(frame);
+        let writer = state.writer.take();
+        drop(state);
+        if let Some(writer) = writer {
+            writer.wake();
+        }
         Ok(())
     }
 
-    /// Waits until something is queued, then moves everything queued into `batch` (which
-    /// keeps its capacity from one batch to the next). For the one consumer only.
-    pub async fn recv_all(&self, batch: &mut VecDeque<Outbound>) {
+    /// Asks the connection to close with `code`; the first code asked for wins. Whether this
+    /// call set it.
+    pub fn close(&self, code: u16) -> bool {
+        let mut state = self.lock();
+        if state.close.is_some() {
+            return false;
+        }
+        state.close = Some(code);
+        state.frames = VecDeque::new();
+        let writer = state.writer.take();
+        drop(state);
+        if let Some(writer) = writer {
+            writer.wake();
+        }
+        // One reader: a permit stored while it is busy wakes its next wait at once.
+        self.closing.notify_one();
+        true
+    }
+
+    pub fn close_code(&self) -> Option<u16> {
+        self.lock().close
+    }
+
+    /// Resolves once a close code is set: for the connection's reader.
+    pub async fn closed(&self) -> u16 {
         loop {
-            {
-                let mut queue = self.lock();
-                if !queue.items.is_empty() {
-                    std::mem::swap(&mut queue.items, batch);
-                    return;
-                }
+            if let Some(code) = self.close_code() {
+                return code;
             }
-            self.ready.notified().await;
+            self.closing.notified().await;
         }
     }
 
-    /// The writer is gone: later sends are refused as `Closed`, and queued frames dropped.
-    pub fn close(&self) {
-        let mut queue = self.lock();
-        queue.closed = true;
-        queue.items = VecDeque::new();
+    /// For the response body: moves everything queued into `batch` (which keeps its capacity),
+    /// or reports the close code, or parks the body's task until one of them arrives.
+    pub fn poll_next(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Bytes>) -> Poll<Next> {
+        let mut state = self.lock();
+        if let Some(code) = state.close {
+            return Poll::Ready(Next::Close(code));
+        }
+        if !state.frames.is_empty() {
+            std::mem::swap(&mut state.frames, batch);
+            return Poll::Ready(Next::Frames);
+        }
+        if !state
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.writer = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queue> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves a valid queue: keep going.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use super::*;
 
-    fn text(s: &'static str) -> Outbound {
-        Outbound::Text(ByteString::from_static(s))
+    fn poll(outbox: &Outbox, batch: &mut VecDeque<Bytes>) -> Poll<Next> {
+        outbox.poll_next(&mut Context::from_waker(Waker::noop()), batch)
     }
 
-    #[tokio::test]
-    async fn frames_come_out_in_order_and_the_bound_holds() {
+    #[test]
+    fn frames_come_out_in_order_and_the_bound_holds() {
         let outbox = Outbox::new(2);
-        assert_eq!(outbox.try_send(text("a")), Ok(()));
-        assert_eq!(outbox.try_send(text("b")), Ok(()));
-        assert_eq!(outbox.try_send(text("c")), Err(Refused::Full));
+        assert_eq!(outbox.try_send(Bytes::from_static(b"a")), Ok(()));
+        assert_eq!(outbox.try_send(Bytes::from_static(b"b")), Ok(()));
+        assert_eq!(
+            outbox.try_send(Bytes::from_static(b"c")),
+            Err(Refused::Full)
+        );
         let mut batch = VecDeque::new();
-        outbox.recv_all(&mut batch).await;
-        let texts: Vec<String> = batch
-            .drain(..)
-            .map(|o| match o {
-                Outbound::Text(t) => t.to_string(),
-                other => format!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(texts, ["a", "b"]);
-        assert_eq!(outbox.try_send(text("d")), Ok(()));
-        outbox.close();
-        assert_eq!(outbox.try_send(text("e")), Err(Refused::Closed));
+        assert_eq!(poll(&outbox, &mut batch), Poll::Ready(Next::Frames));
+        assert_eq!(batch, [&b"a"[..], &b"b"[..]]);
+        assert_eq!(poll(&outbox, &mut VecDeque::new()), Poll::Pending);
+    }
+
+    #[test]
+    fn the_first_close_code_wins_and_drops_what_is_queued() {
+        let outbox = Outbox::new(8);
+        outbox.try_send(Bytes::from_static(b"a")).ok();
+        assert!(outbox.close(4009));
+        assert!(!outbox.close(1001));
+        assert_eq!(
+            outbox.try_send(Bytes::from_static(b"b")),
+            Err(Refused::Closed)
+        );
+        let mut batch = VecDeque::new();
+        assert_eq!(poll(&outbox, &mut batch), Poll::Ready(Next::Close(4009)));
+        assert!(batch.is_empty());
     }
 
     #[tokio::test]
-    async fn a_waiting_writer_wakes_when_a_frame_arrives() {
-        let outbox = std::sync::Arc::new(Outbox::new(8));
-        let writer = {
+    async fn a_parked_body_wakes_when_a_frame_arrives() {
+        let outbox = Arc::new(Outbox::new(8));
+        let body = {
             let outbox = outbox.clone();
             tokio::spawn(async move {
                 let mut batch = VecDeque::new();
-                outbox.recv_all(&mut batch).await;
+                std::future::poll_fn(|cx| outbox.poll_next(cx, &mut batch)).await;
                 batch.len()
             })
         };
         tokio::task::yield_now().await;
-        outbox.try_send(Outbound::Ping).ok();
-        let woke = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+        outbox.try_send(Bytes::from_static(b"a")).ok();
+        let woke = tokio::time::timeout(Duration::from_secs(5), body).await;
         assert_eq!(woke.ok().and_then(Result::ok), Some(1));
+    }
+
+    #[tokio::test]
+    async fn the_reader_hears_a_close_requested_while_it_was_busy() {
+        let outbox = Outbox::new(8);
+        outbox.close(1001);
+        let code = tokio::time::timeout(Duration::from_secs(5), outbox.closed()).await;
+        assert_eq!(code.ok(), Some(1001));
     }
 }

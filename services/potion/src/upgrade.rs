@@ -12,7 +12,9 @@ use serde::Deserialize;
 
 use crate::auth::AuthError;
 use crate::connection;
+use crate::outbox::Outbox;
 use crate::relay::Relay;
+use crate::socket;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpgradeError {
@@ -108,15 +110,20 @@ async fn upgrade(
         AuthError::Unavailable => UpgradeError::AuthUnavailable,
     })?;
 
-    let offered = subprotocols(req.headers());
-    let handshake = if offered.iter().any(|p| p == SUBPROTOCOL) {
-        actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])
-    } else {
-        actix_ws::handle(&req, body)
-    };
-    let (response, session, stream) =
-        handshake.map_err(|e| UpgradeError::Handshake(e.to_string()))?;
-    connection::start(relay, identity, session, stream, room);
+    let protocol = subprotocols(req.headers())
+        .iter()
+        .any(|p| p == SUBPROTOCOL)
+        .then_some(SUBPROTOCOL);
+    let outbox = Arc::new(Outbox::new(relay.config.queue));
+    let (response, incoming) = socket::accept(
+        &req,
+        body,
+        protocol,
+        outbox.clone(),
+        connection::MAX_MESSAGE,
+    )
+    .map_err(|e| UpgradeError::Handshake(e.to_string()))?;
+    connection::start(relay, identity, outbox, incoming, room);
     Ok(response)
 }
 

@@ -1,0 +1,287 @@
+//! The relay's WebSocket framing, on actix-http's own `ws` codec (the one actix-ws wraps): the
+//! handshake, the response body that drains a connection's [`Outbox`], and the stream of the
+//! client's messages.
+//!
+//! Owning this (rather than actix-ws's `Session`, which puts a 32-frame channel and a second
+//! task between a queue and the socket) lets a broadcast frame be encoded once, header
+//! included, and the same bytes be copied into every recipient's write buffer by the
+//! connection's own HTTP task: one push and one wake per delivery, and every frame queued since
+//! the last wake goes out in one write.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use actix_codec::Decoder;
+use actix_http::ws::{Codec, Frame, HandshakeError, Item, OpCode, Parser, ProtocolError};
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use futures_util::Stream;
+use ilo_protocol::close;
+
+use crate::outbox::{Next, Outbox};
+
+/// Largest control-frame payload (RFC 6455 §5.5).
+const MAX_CONTROL: usize = 125;
+
+/// Completes the handshake: the 101 response, whose body is the connection's outbox, and the
+/// client's messages, each at most `max_message` bytes once fragments are put together.
+pub fn accept(
+    req: &HttpRequest,
+    payload: web::Payload,
+    protocol: Option<&'static str>,
+    outbox: Arc<Outbox>,
+    max_message: usize,
+) -> Result<(HttpResponse, Incoming), HandshakeError> {
+    let mut response = actix_http::ws::handshake(req.head())?;
+    if let Some(protocol) = protocol {
+        response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, protocol));
+    }
+    let response = response
+        .body(Body {
+            outbox,
+            batch: VecDeque::new(),
+            done: false,
+        })
+        .map_into_boxed_body();
+    Ok((response.into(), Incoming::new(payload, max_message)))
+}
+
+/// A text frame, ready for the wire.
+pub fn text(json: &str) -> Bytes {
+    encode(json.as_bytes(), OpCode::Text)
+}
+
+pub fn ping() -> Bytes {
+    encode(b"", OpCode::Ping)
+}
+
+pub fn pong(payload: &[u8]) -> Bytes {
+    encode(&payload[..payload.len().min(MAX_CONTROL)], OpCode::Pong)
+}
+
+fn close_frame(code: u16) -> Bytes {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(describe(code).as_bytes());
+    encode(&payload, OpCode::Close)
+}
+
+fn encode(payload: &[u8], op: OpCode) -> Bytes {
+    let mut frame = BytesMut::with_capacity(payload.len() + 10);
+    Parser::write_message(&mut frame, payload, op, true, false);
+    frame.freeze()
+}
+
+fn describe(code: u16) -> &'static str {
+    match code {
+        close::GOING_AWAY => "relay shutting down",
+        close::TOO_BIG => "message too large",
+        close::IDLE => "idle timeout",
+        close::INVALID_SESSION => "session invalid, expired or revoked",
+        close::RATE_LIMITED => "rate limit exceeded",
+        close::SLOW_CONSUMER => "slow consumer",
+        _ => "",
+    }
+}
+
+/// The 101 response's body: the outbox's frames as they come, then the close frame.
+struct Body {
+    outbox: Arc<Outbox>,
+    /// Frames taken from the outbox and not yet handed to actix-http.
+    batch: VecDeque<Bytes>,
+    done: bool,
+}
+
+impl MessageBody for Body {
+    type Error = Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Infallible>>> {
+        let this = self.get_mut();
+        // actix-http asks again while its write buffer has room, so a batch leaves in one write.
+        if let Some(frame) = this.batch.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match ready!(this.outbox.poll_next(cx, &mut this.batch)) {
+            Next::Frames => Poll::Ready(this.batch.pop_front().map(Ok)),
+            Next::Close(code) => {
+                this.done = true;
+                Poll::Ready(Some(Ok(close_frame(code))))
+            }
+        }
+    }
+}
+
+impl Drop for Body {
+    /// actix-http drops the body when the response ends or the client goes away; either way
+    /// the reader must stop, and its payload stream would not always tell it.
+    fn drop(&mut self) {
+        self.outbox.close(crate::outbox::ABNORMAL);
+    }
+}
+
+/// A message from the client, continuations put together.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    Text(ByteString),
+    Binary,
+    Ping(Bytes),
+    Pong,
+    Close,
+}
+
+/// Why the client's stream ended in error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// A frame, or a message's fragments together, over the limit.
+    TooBig,
+    InvalidUtf8,
+    /// Anything else RFC 6455 forbids (unmasked frames, bad opcodes, stray continuations).
+    Protocol,
+}
+
+impl ReadError {
+    /// The close code this error ends the connection with.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            Self::TooBig => close::TOO_BIG,
+            Self::InvalidUtf8 => 1007,
+            Self::Protocol => 1002,
+        }
+    }
+}
+
+/// The client's messages, decoded from the request payload.
+pub struct Incoming {
+    payload: web::Payload,
+    buf: BytesMut,
+    codec: Codec,
+    /// A fragmented message being put together: whether it is text, and its bytes so far.
+    partial: Option<(bool, BytesMut)>,
+    max_message: usize,
+    ended: bool,
+}
+
+impl Incoming {
+    fn new(payload: web::Payload, max_message: usize) -> Self {
+        Self {
+            payload,
+            buf: BytesMut::new(),
+            codec: Codec::new().max_size(max_message),
+            partial: None,
+            max_message,
+            ended: false,
+        }
+    }
+
+    /// The next complete message already buffered, if any.
+    fn decode(&mut self) -> Result<Option<Received>, ReadError> {
+        while let Some(frame) = self.codec.decode(&mut self.buf).map_err(|e| match e {
+            ProtocolError::Overflow => ReadError::TooBig,
+            _ => ReadError::Protocol,
+        })? {
+            let received = match frame {
+                Frame::Text(bytes) => Some(text_of(bytes)?),
+                Frame::Binary(_) => Some(Received::Binary),
+                Frame::Ping(bytes) => Some(Received::Ping(bytes)),
+                Frame::Pong(_) => Some(Received::Pong),
+                Frame::Close(_) => Some(Received::Close),
+                Frame::Continuation(item) => self.assemble(item)?,
+            };
+            if received.is_some() {
+                return Ok(received);
+            }
+        }
+        Ok(None)
+    }
+
+    fn assemble(&mut self, item: Item) -> Result<Option<Received>, ReadError> {
+        let (is_text, bytes, last) = match item {
+            Item::FirstText(bytes) => (Some(true), bytes, false),
+            Item::FirstBinary(bytes) => (Some(false), bytes, false),
+            Item::Continue(bytes) => (None, bytes, false),
+            Item::Last(bytes) => (None, bytes, true),
+        };
+        let (text, so_far) = match (is_text, self.partial.as_mut()) {
+            (Some(text), None) => self.partial.insert((text, BytesMut::new())),
+            (None, Some(partial)) => partial,
+            _ => return Err(ReadError::Protocol),
+        };
+        if so_far.len() + bytes.len() > self.max_message {
+            return Err(ReadError::TooBig);
+        }
+        so_far.extend_from_slice(&bytes);
+        let text = *text;
+        if !last {
+            return Ok(None);
+        }
+        let (_, whole) = self.partial.take().unwrap_or_default();
+        if text {
+            text_of(whole.freeze()).map(Some)
+        } else {
+            Ok(Some(Received::Binary))
+        }
+    }
+}
+
+fn text_of(bytes: Bytes) -> Result<Received, ReadError> {
+    ByteString::try_from(bytes)
+        .map(Received::Text)
+        .map_err(|_| ReadError::InvalidUtf8)
+}
+
+impl Stream for Incoming {
+    type Item = Result<Received, ReadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match this.decode() {
+                Ok(Some(received)) => return Poll::Ready(Some(Ok(received))),
+                Ok(None) => {}
+                Err(e) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            match ready!(Pin::new(&mut this.payload).poll_next(cx)) {
+                Some(Ok(bytes)) if this.buf.is_empty() => this.buf = BytesMut::from(bytes),
+                Some(Ok(bytes)) => this.buf.extend_from_slice(&bytes),
+                // The connection broke, or the client closed it without a close frame.
+                Some(Err(_)) | None => this.ended = true,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_unmasked_and_final() {
+        assert_eq!(&text("hi")[..], b"\x81\x02hi");
+        assert_eq!(&ping()[..], b"\x89\x00");
+        let close = close_frame(4009);
+        assert_eq!(&close[..4], b"\x88\x0f\x0f\xa9");
+        assert_eq!(&close[4..], b"slow consumer");
+        assert_eq!(pong(&[0; 200]).len(), 2 + MAX_CONTROL);
+    }
+}
