@@ -46,6 +46,12 @@ pub struct Config {
     #[arg(long, env = "POTION_QUEUE", default_value_t = 1024)]
     pub queue: usize,
 
+    /// Longest, in milliseconds, that frames for a busy connection (more than one frame per half
+    /// of this on average) wait to share one write; quieter connections are written at once.
+    /// 0: every frame is written as soon as it is queued.
+    #[arg(long, env = "POTION_COALESCE_MS", default_value_t = 16)]
+    pub coalesce_ms: u64,
+
     /// Seconds between pings.
     #[arg(long, env = "POTION_PING_SECS", default_value_t = 20)]
     pub ping_secs: u64,
@@ -79,6 +85,10 @@ impl Config {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_secs.max(1))
+    }
+
+    pub fn coalesce(&self) -> Duration {
+        Duration::from_millis(self.coalesce_ms)
     }
 
     pub fn lease(&self) -> Duration {

@@ -13,6 +13,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use actix_codec::Decoder;
 use actix_http::ws::{Codec, Frame, HandshakeError, Item, OpCode, Parser, ProtocolError};
@@ -23,20 +24,23 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::Stream;
 use ilo_protocol::close;
+use tokio::time::{Instant, Sleep};
 
 use crate::outbox::{Next, Outbox};
 
 /// Largest control-frame payload (RFC 6455 §5.5).
 const MAX_CONTROL: usize = 125;
 
-/// Completes the handshake: the 101 response, whose body is the connection's outbox, and the
-/// client's messages, each at most `max_message` bytes once fragments are put together.
+/// Completes the handshake: the 101 response, whose body is the connection's outbox (written
+/// as [`Pace`] decides with `coalesce` as its longest wait), and the client's messages, each at
+/// most `max_message` bytes once fragments are put together.
 pub fn accept(
     req: &HttpRequest,
     payload: web::Payload,
     protocol: Option<&'static str>,
     outbox: Arc<Outbox>,
     max_message: usize,
+    coalesce: Duration,
 ) -> Result<(HttpResponse, Incoming), HandshakeError> {
     let mut response = actix_http::ws::handshake(req.head())?;
     if let Some(protocol) = protocol {
@@ -47,6 +51,7 @@ pub fn accept(
             outbox,
             batch: VecDeque::new(),
             done: false,
+            pace: Pace::new(coalesce),
         })
         .map_into_boxed_body();
     Ok((response.into(), Incoming::new(payload, max_message)))
@@ -95,6 +100,66 @@ struct Body {
     /// Frames taken from the outbox and not yet handed to actix-http.
     batch: VecDeque<Bytes>,
     done: bool,
+    pace: Pace,
+}
+
+/// Write coalescing for busy connections. A write costs the kernel far more than the frames in
+/// it, so a connection that gets more than one frame per half `linger` on average writes at most
+/// once per `linger`, carrying everything queued meanwhile; a quieter one is written at once.
+struct Pace {
+    linger: Duration,
+    last_take: Option<Instant>,
+    /// Moving average of the time between frames, in microseconds.
+    frame_interval_us: u64,
+    /// Allocated once the connection is first busy, then reset for each hold.
+    hold: Option<Pin<Box<Sleep>>>,
+    holding: bool,
+}
+
+impl Pace {
+    fn new(linger: Duration) -> Self {
+        Self {
+            linger,
+            last_take: None,
+            // One second: a new connection starts out quiet.
+            frame_interval_us: 1_000_000,
+            hold: None,
+            holding: false,
+        }
+    }
+
+    /// Whether the connection must still wait before its next write.
+    fn poll_hold(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.holding {
+            return false;
+        }
+        let waiting = self
+            .hold
+            .as_mut()
+            .is_some_and(|hold| hold.as_mut().poll(cx).is_pending());
+        self.holding = waiting;
+        waiting
+    }
+
+    /// Counts a take of `frames` frames; holds the next write back if the connection is busy.
+    fn took(&mut self, frames: usize) {
+        if self.linger.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(last) = self.last_take.replace(now) {
+            let per_frame = (now - last).as_micros() as u64 / frames.max(1) as u64;
+            self.frame_interval_us = (self.frame_interval_us * 7 + per_frame) / 8;
+        }
+        if self.frame_interval_us < self.linger.as_micros() as u64 / 2 {
+            let until = now + self.linger;
+            match self.hold.as_mut() {
+                Some(hold) => hold.as_mut().reset(until),
+                None => self.hold = Some(Box::pin(tokio::time::sleep_until(until))),
+            }
+            self.holding = true;
+        }
+    }
 }
 
 impl MessageBody for Body {
@@ -116,8 +181,14 @@ impl MessageBody for Body {
         if this.done {
             return Poll::Ready(None);
         }
+        if this.pace.poll_hold(cx) {
+            return Poll::Pending;
+        }
         match ready!(this.outbox.poll_next(cx, &mut this.batch)) {
-            Next::Frames => Poll::Ready(this.batch.pop_front().map(Ok)),
+            Next::Frames => {
+                this.pace.took(this.batch.len());
+                Poll::Ready(this.batch.pop_front().map(Ok))
+            }
             Next::Close(code) => {
                 this.done = true;
                 Poll::Ready(Some(Ok(close_frame(code))))
@@ -283,5 +354,38 @@ mod tests {
         assert_eq!(&close[..4], b"\x88\x0f\x0f\xa9");
         assert_eq!(&close[4..], b"slow consumer");
         assert_eq!(pong(&[0; 200]).len(), 2 + MAX_CONTROL);
+    }
+
+    /// One frame arrives every `every`; how many writes carry them.
+    async fn writes(pace: &mut Pace, every: Duration, frames: usize) -> usize {
+        let (mut writes, mut queued) = (0, 0);
+        for _ in 0..frames {
+            tokio::time::advance(every).await;
+            queued += 1;
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            if !pace.poll_hold(&mut cx) {
+                pace.took(queued);
+                (writes, queued) = (writes + 1, 0);
+            }
+        }
+        writes
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_connections_are_written_at_once() {
+        let mut pace = Pace::new(Duration::from_millis(8));
+        // Chat pace (a frame every 25 ms), then a long burst of frames 5 ms apart.
+        assert_eq!(writes(&mut pace, Duration::from_millis(25), 20).await, 20);
+        assert_eq!(writes(&mut pace, Duration::from_millis(5), 200).await, 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_connections_write_at_most_once_per_linger() {
+        let mut pace = Pace::new(Duration::from_millis(8));
+        // A frame every millisecond: once the average has settled, one write per 8 frames.
+        writes(&mut pace, Duration::from_millis(1), 100).await;
+        assert_eq!(writes(&mut pace, Duration::from_millis(1), 800).await, 100);
+        let mut off = Pace::new(Duration::ZERO);
+        assert_eq!(writes(&mut off, Duration::from_millis(1), 100).await, 100);
     }
 }

@@ -121,6 +121,7 @@ async fn upgrade(
         protocol,
         outbox.clone(),
         connection::MAX_MESSAGE,
+        relay.config.coalesce(),
     )
     .map_err(|e| UpgradeError::Handshake(e.to_string()))?;
     connection::start(relay, identity, outbox, incoming, room);
