@@ -106,6 +106,7 @@ struct Body {
 /// Write coalescing for busy connections. A write costs the kernel far more than the frames in
 /// it, so a connection that gets more than one frame per half `linger` on average writes at most
 /// once per `linger`, carrying everything queued meanwhile; a quieter one is written at once.
+/// A close frame waits out a hold too: at most `linger` later.
 struct Pace {
     linger: Duration,
     last_take: Option<Instant>,
