@@ -116,16 +116,10 @@ struct Count {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_and_metrics_cover_both_services() {
     let ilo = TestStandalone::spawn().await;
-    // Like an orchestrator, poll: the gRPC health status the relay asks about is set by the
-    // first database check after start, so the first answers may be 503.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let ready = loop {
-        let ready = reqwest::get(ilo.url("/ready")).await.unwrap();
-        if ready.status() == 200 || std::time::Instant::now() > deadline {
-            break ready;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    // The gRPC health status the relay asks about is set by ilo-api's first database check
+    // after start, so the first answers may be 503.
+    support::wait_until_ok(&ilo.url("/ready"), Duration::from_secs(10)).await;
+    let ready = reqwest::get(ilo.url("/ready")).await.unwrap();
     assert_eq!(ready.status(), 200);
     let ready: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(

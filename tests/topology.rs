@@ -9,7 +9,7 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ilo_client::ServerFrame;
 use ilo_client::chat::{Chat, Event};
@@ -69,7 +69,7 @@ impl Topology {
                 ("ILO_KEY_RATE", "0".into()),
             ],
         );
-        wait_for_http(&format!("http://127.0.0.1:{http}/ready")).await;
+        support::wait_until_ok(&format!("http://127.0.0.1:{http}/ready"), PATIENCE).await;
         let dns = Dns::start(HashMap::from([
             ("potion".to_owned(), (0..3).map(relay_ip).collect()),
             ("ilo-api".to_owned(), vec![Ipv4Addr::LOCALHOST]),
@@ -93,7 +93,7 @@ impl Topology {
             let relay = topology.start_relay(i).await;
             topology.relays.push(Some(relay));
         }
-        wait_for_http(&topology.url("/lb-health")).await;
+        support::wait_until_ok(&topology.url("/lb-health"), PATIENCE).await;
         topology
     }
 
@@ -110,7 +110,8 @@ impl Topology {
                 ("POTION_SEND_RATE", "0".into()),
             ],
         );
-        wait_for_http(&format!("http://{}:{}/ready", relay_ip(i), self.relay_port)).await;
+        let ready = format!("http://{}:{}/ready", relay_ip(i), self.relay_port);
+        support::wait_until_ok(&ready, PATIENCE).await;
         relay
     }
 
@@ -158,19 +159,6 @@ fn nginx_binary() -> &'static str {
         "/usr/sbin/nginx"
     } else {
         "nginx"
-    }
-}
-
-async fn wait_for_http(url: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(reply) = reqwest::get(url).await
-            && reply.status() == 200
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{url} never answered 200");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -35,6 +35,24 @@ pub fn binary(package: &str, name: &str) -> std::path::PathBuf {
     binary
 }
 
+/// Polls `url` until it answers 200, as an orchestrator polls a readiness probe; panics after
+/// `patience`.
+pub async fn wait_until_ok(url: &str, patience: std::time::Duration) {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        if let Ok(reply) = reqwest::get(url).await
+            && reply.status() == 200
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} never answered 200"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The PostgreSQL server tests make their databases on (trust auth).
 pub fn postgres_admin_url() -> String {
     std::env::var("ILO_TEST_POSTGRES")

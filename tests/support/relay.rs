@@ -60,15 +60,7 @@ impl TestRelay {
 
     /// Waits until `/ready` says the bus and ilo-api are reachable.
     pub async fn wait_ready(&self) {
-        for _ in 0..100 {
-            if let Ok(reply) = reqwest::get(self.http_url("/ready")).await
-                && reply.status() == 200
-            {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!("relay never became ready");
+        super::wait_until_ok(&self.http_url("/ready"), std::time::Duration::from_secs(10)).await;
     }
 
     /// Stops the relay as SIGTERM would, and waits until it has.
