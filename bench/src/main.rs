@@ -1,8 +1,8 @@
 //! `ilo-bench`: `ilo-bench api` measures ilo-api, `ilo-bench potion` (also the `potion-bench`
-//! binary) measures relays.
+//! binary) measures relays, `ilo-bench floor` what loopback writes alone cost.
 
 use clap::{Parser, Subcommand};
-use ilo_bench::{api, potion};
+use ilo_bench::{api, floor, potion};
 
 #[derive(Parser)]
 #[command(name = "ilo-bench", about)]
@@ -17,6 +17,8 @@ enum Command {
     Api(api::Options),
     /// Measure potion relays (the same as `potion-bench`).
     Potion(potion::Options),
+    /// Measure the kernel's cost of a relay's writes alone, with no relay (the floor).
+    Floor(floor::Options),
 }
 
 #[tokio::main]
@@ -24,5 +26,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Api(options) => api::run(options).await,
         Command::Potion(options) => potion::run(options).await,
+        Command::Floor(options) => floor::run(options).await,
     }
 }

@@ -2,7 +2,16 @@
 
 /// User + system CPU seconds of `pid` so far.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    cpu_seconds_in(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU seconds of the calling thread so far.
+pub fn thread_cpu_seconds() -> f64 {
+    cpu_seconds_in("/proc/thread-self/stat")
+}
+
+fn cpu_seconds_in(stat_path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(stat_path) else {
         return f64::NAN;
     };
     // Fields after the command name, which is in parentheses and may hold spaces.
