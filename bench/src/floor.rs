@@ -48,8 +48,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         let options = options.clone();
         tokio::task::spawn_blocking(move || write(&options, &mut writers))
     };
-    let (writes, cpu_s) = writing.await??;
-    let seconds = options.seconds as f64;
+    let (writes, cpu_s, seconds) = writing.await??;
     let line = json!({
         "burst": options.burst,
         "ticks_per_s": options.ticks,
@@ -66,8 +65,8 @@ async fn drain(mut client: tokio::net::TcpStream) {
     while matches!(client.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
-/// The writing thread: (writes made, its CPU seconds).
-fn write(options: &Options, writers: &mut [TcpStream]) -> anyhow::Result<(u64, f64)> {
+/// The writing thread: (writes made, its CPU seconds, seconds it took).
+fn write(options: &Options, writers: &mut [TcpStream]) -> anyhow::Result<(u64, f64, f64)> {
     let frame = vec![b'x'; options.frame_bytes];
     let tick = Duration::from_secs(1) / options.ticks.max(1);
     let ticks = options.seconds * u64::from(options.ticks);
@@ -82,5 +81,6 @@ fn write(options: &Options, writers: &mut [TcpStream]) -> anyhow::Result<(u64, f
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
     }
     let writes = ticks * options.burst as u64;
-    Ok((writes, proc::thread_cpu_seconds() - cpu_start))
+    let cpu_s = proc::thread_cpu_seconds() - cpu_start;
+    Ok((writes, cpu_s, start.elapsed().as_secs_f64()))
 }
