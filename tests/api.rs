@@ -26,6 +26,8 @@ on_both_backends!(
     logout_revokes_the_token,
     missing_or_malformed_bearer_tokens_get_401,
     deleting_a_user_needs_its_password_and_removes_everything,
+    replacing_the_public_key_needs_the_password_and_ends_every_session,
+    a_user_named_public_key_can_still_be_looked_up,
     probes_docs_and_metrics_answer,
     unknown_routes_and_methods_get_the_error_shape,
 );
@@ -460,6 +462,71 @@ async fn deleting_a_user_needs_its_password_and_removes_everything(backend: Back
     assert_eq!(app.put_user(&login).await.status(), 401);
     // The name is free again.
     assert_eq!(app.post_user(&new_user("grace", &key)).await.status(), 201);
+}
+
+async fn replacing_the_public_key_needs_the_password_and_ends_every_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.create_user("hana").await;
+    let token = app.login("hana", &key).await;
+    let other_device = app.login("hana", &key).await;
+    let bundle = ilo_e2e::Keys::generate().bundle().encode();
+    let replace = |body: Value| {
+        app.client
+            .put(app.url("/user/public_key"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+
+    let wrong = json!({"password": "Wrong-password1", "public_key": bundle});
+    let (status, _, code) = error_of(replace(wrong).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (401, "invalid_credentials"));
+    let (status, detail, code) =
+        error_of(replace(json!({"public_key": "short"})).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (422, "validation_failed"));
+    assert!(
+        detail.contains("password") && detail.contains("public_key"),
+        "{detail}"
+    );
+    let reply = app.public_key_reply("hana").await;
+    assert_eq!(
+        support::detail(reply).await,
+        public_key(),
+        "unchanged so far"
+    );
+
+    let reply = replace(json!({"password": PASSWORD, "public_key": bundle}))
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 204);
+    let reply = app.public_key_reply("hana").await;
+    assert_eq!(support::detail(reply).await, bundle);
+    for token in [&token, &other_device] {
+        assert_eq!(
+            app.logout(token).await,
+            401,
+            "every session of the user ended"
+        );
+    }
+    let (status, _, code) = error_of(
+        app.client
+            .put(app.url("/user/public_key"))
+            .json(&json!({"password": PASSWORD, "public_key": bundle}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (401, "invalid_token"));
+    app.login("hana", &key).await;
+}
+
+async fn a_user_named_public_key_can_still_be_looked_up(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.create_user("public_key").await;
+    let reply = app.public_key_reply("public_key").await;
+    assert_eq!(reply.status(), 200);
+    assert_eq!(support::detail(reply).await, public_key());
 }
 
 async fn probes_docs_and_metrics_answer(backend: Backend) {

@@ -44,6 +44,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::put().to(users::login))
             .route(web::delete().to(users::delete)),
     )
+    .service(
+        resource("/user/public_key")
+            .route(web::put().to(users::replace_public_key))
+            .route(web::get().to(users::public_key_of_public_key)),
+    )
     .service(resource("/user/{username}").route(web::get().to(users::public_key)))
     .service(
         resource("/session")

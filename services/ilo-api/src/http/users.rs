@@ -1,5 +1,5 @@
-//! `POST /user` (register), `PUT /user` (log in), `GET /user/{username}` (public key directory)
-//! and `DELETE /user`.
+//! `POST /user` (register), `PUT /user` (log in), `GET /user/{username}` (public key directory),
+//! `PUT /user/public_key` (a new device's key) and `DELETE /user`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,14 @@ pub struct LoginReply {
 #[derive(Deserialize, ToSchema)]
 pub struct DeleteUser {
     password: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ReplacePublicKey {
+    /// The user's password: a stolen token alone cannot swap the key others encrypt to.
+    password: Option<String>,
+    /// The new key, under the same rules as at creation: base64 of 32 to 2048 bytes.
+    public_key: Option<String>,
 }
 
 /// Create a user who registers a public key.
@@ -238,12 +246,29 @@ pub async fn public_key(
     req: HttpRequest,
     username: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    look_up(&state, &req, &username).await
+}
+
+/// `GET /user/public_key`: the key of a user named `public_key`, whose path is also the route
+/// of [`replace_public_key`].
+pub async fn public_key_of_public_key(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    look_up(&state, &req, "public_key").await
+}
+
+async fn look_up(
+    state: &AppState,
+    req: &HttpRequest,
+    username: &str,
+) -> Result<HttpResponse, ApiError> {
     state
         .limits
         .lookups
-        .hit(&client_address(&req))
+        .hit(&client_address(req))
         .map_err(ApiError::rate_limited)?;
-    let user = match Username::parse(&username) {
+    let user = match Username::parse(username) {
         Ok(name) => {
             let key = name.key().to_owned();
             state
@@ -291,5 +316,45 @@ pub async fn delete(
         .await?;
     state.tokens.revoke(revoked);
     tracing::info!("user deleted");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Replace the logged-in user's public key, as a client does on a new device or after its keys
+/// were lost (`e2e.md`). Every session of the user ends, so its connections close with `4001`
+/// and other members see the user come back with the new key.
+#[utoipa::path(put, path = "/user/public_key", tag = "users", request_body = ReplacePublicKey,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Replaced; every session of the user has ended"),
+        (status = 400, description = "Malformed JSON, wrong content type or wrong JSON type", body = ErrorBody),
+        (status = 401, description = "`invalid_token`, or `invalid_credentials` for a wrong password", body = ErrorBody),
+        (status = 422, description = "A field is missing, or the key breaks the rules", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords", body = ErrorBody),
+        (status = 503, description = "Database unavailable or hashing pool saturated", body = ErrorBody),
+    ))]
+pub async fn replace_public_key(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<ReplacePublicKey>,
+) -> Result<HttpResponse, ApiError> {
+    let session = authenticate(&state, &req).await?;
+    let body = body.into_inner();
+    let mut broken = Vec::new();
+    let password = required("password", body.password, &mut broken);
+    let public_key = required("public_key", body.public_key, &mut broken);
+    let public_key = public_key.and_then(|k| keep(PublicKey::parse(k), &mut broken));
+    let (Some(password), Some(public_key)) = (password, public_key) else {
+        return Err(ApiError::Invalid(broken));
+    };
+    refuse_overlong(&password)?;
+    let user_key = Username::key_of(&session.username);
+    let user = verify_password(&state, &req, Some(&user_key), password).await?;
+    let public_key = public_key.into_inner();
+    let revoked = state
+        .store
+        .run(move |conn| store::replace_public_key(conn, &user.id, &public_key))
+        .await?;
+    state.tokens.revoke(revoked);
+    tracing::info!("public key replaced; the user's sessions ended");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -207,6 +207,26 @@ pub fn delete_user(conn: &mut AnyConnection, user_id: &str) -> Result<Vec<String
     })
 }
 
+/// Replaces a user's public key and deletes all its sessions (a new key means a new device:
+/// everyone logs in again); returns the sessions' ids.
+pub fn replace_public_key(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    public_key: &str,
+) -> Result<Vec<String>, StoreError> {
+    write_transaction(conn, |conn| {
+        let revoked = sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .select(sessions::id)
+            .load(conn)?;
+        diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)?;
+        diesel::update(users::table.filter(users::id.eq(user_id)))
+            .set(users::public_key.eq(public_key))
+            .execute(conn)?;
+        Ok(revoked)
+    })
+}
+
 /// Removes sessions that expired before `now`; how many.
 pub fn delete_expired_sessions(conn: &mut AnyConnection, now: i64) -> Result<usize, StoreError> {
     Ok(diesel::delete(sessions::table.filter(sessions::expires_at.le(now))).execute(conn)?)
