@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ilo_client::ServerFrame;
-use ilo_client::chat::{Chat, Event};
+use ilo_client::chat::{Chat, Event, Received};
+use ilo_client::e2e::Content;
 use ilo_client::rest::Api;
 use support::dns::Dns;
 use support::postgres::free_port;
@@ -237,7 +238,10 @@ impl Member {
     async fn receives(&mut self, expected: &HashSet<String>) {
         let mut seen = HashSet::new();
         while !expected.is_subset(&seen) {
-            if let Event::Frame(ServerFrame::Message { body, .. }) = self.next().await
+            if let Event::Message(Received {
+                content: Content::Plain(body),
+                ..
+            }) = self.next().await
                 && expected.contains(&body)
             {
                 assert!(seen.insert(body.clone()), "{}: {body} twice", self.name);

@@ -1,11 +1,14 @@
 //! Getting a session: the password (prompted without echo, or `ILO_PASSWORD`), an API key,
-//! registration when asked, then `PUT /user`.
+//! the user's keys (created with the account by `--register`, replaced by `--new-key`), then
+//! `PUT /user`.
+
+use std::path::PathBuf;
 
 use anyhow::Context;
-use base64::Engine as _;
 use ilo_client::rest::{Api, Session};
+use ilo_e2e::{Bundle, Keys};
 
-use crate::Args;
+use crate::{Args, keyfile};
 
 /// `ILO_PASSWORD`, else a prompt on the terminal; scripts must set the variable.
 pub fn password(interactive: bool) -> anyhow::Result<String> {
@@ -19,39 +22,126 @@ pub fn password(interactive: bool) -> anyhow::Result<String> {
     rpassword::prompt_password("Password: ").context("cannot read the password")
 }
 
-pub async fn session(args: &Args, password: &str) -> anyhow::Result<Session> {
-    let api = Api::new(args.server.trim_end_matches('/'));
-    let api_key = match &args.api_key {
-        Some(key) => key.clone(),
-        None => {
-            let key = api
-                .new_api_key()
-                .await
-                .context("cannot obtain an API key")?;
-            eprintln!(
-                "ilo-chat: obtained an API key from {} (pass --api-key to reuse one)",
-                args.server
-            );
-            key
-        }
-    };
-    if args.register {
-        let public_key = match &args.public_key {
-            Some(key) => key.clone(),
-            None => random_public_key()?,
-        };
-        api.register(&args.user, password, &public_key, &api_key)
-            .await
-            .with_context(|| format!("cannot create {}", args.user))?;
-        eprintln!("ilo-chat: created {}", args.user);
-    }
-    api.login(&args.user, password, &api_key)
-        .await
-        .with_context(|| format!("cannot log in as {}", args.user))
+/// A logged-in session, and the user's keys unless `--plaintext` asked for none.
+pub struct LoggedIn {
+    pub session: Session,
+    pub keys: Option<Keys>,
+    pub key_file: PathBuf,
+    pub api: Api,
 }
 
-fn random_public_key() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+pub async fn session(args: &Args, password: &str) -> anyhow::Result<LoggedIn> {
+    let api = Api::new(args.server.trim_end_matches('/'));
+    let api_key = api_key(args, &api).await?;
+    let key_file = match &args.key_file {
+        Some(path) => path.clone(),
+        None => keyfile::default_path(&args.server, &args.user)?,
+    };
+    if args.register {
+        register(args, &api, password, &api_key, &key_file).await?;
+    }
+    let login = || async {
+        api.login(&args.user, password, &api_key)
+            .await
+            .with_context(|| format!("cannot log in as {}", args.user))
+    };
+    let mut session = login().await?;
+    if args.new_key {
+        let keys = Keys::generate();
+        api.replace_public_key(&session.token, password, &keys.bundle().encode())
+            .await
+            .context("cannot replace your key")?;
+        keyfile::save(&key_file, &args.user, &keys, true)?;
+        eprintln!(
+            "ilo-chat: new keys in {}; others will see that your key changed, and messages \
+             sent to your old key stay unreadable here",
+            key_file.display()
+        );
+        // Replacing the key ended every session of the user, this one included.
+        session = login().await?;
+    }
+    let keys = if args.plaintext {
+        None
+    } else {
+        Some(own_keys(args, &api, &key_file).await?)
+    };
+    Ok(LoggedIn {
+        session,
+        keys,
+        key_file,
+        api,
+    })
+}
+
+async fn api_key(args: &Args, api: &Api) -> anyhow::Result<String> {
+    if let Some(key) = &args.api_key {
+        return Ok(key.clone());
+    }
+    let key = api
+        .new_api_key()
+        .await
+        .context("cannot obtain an API key")?;
+    eprintln!(
+        "ilo-chat: obtained an API key from {} (pass --api-key to reuse one)",
+        args.server
+    );
+    Ok(key)
+}
+
+/// Creates the account with a new key bundle. The key file is written first (never over an
+/// existing one) and removed again if the account cannot be created.
+async fn register(
+    args: &Args,
+    api: &Api,
+    password: &str,
+    api_key: &str,
+    key_file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let keys = Keys::generate();
+    keyfile::save(key_file, &args.user, &keys, false).with_context(|| {
+        format!(
+            "a key file may already exist for {}; pass another --key-file",
+            args.user
+        )
+    })?;
+    if let Err(e) = api
+        .register(&args.user, password, &keys.bundle().encode(), api_key)
+        .await
+    {
+        keyfile::discard(key_file);
+        return Err(e).with_context(|| format!("cannot create {}", args.user));
+    }
+    eprintln!(
+        "ilo-chat: created {}; your keys are in {}",
+        args.user,
+        key_file.display()
+    );
+    Ok(())
+}
+
+/// The keys in the key file, checked against the key the server lists for this user: a
+/// mismatch would make every message this client sends unverifiable to others.
+async fn own_keys(args: &Args, api: &Api, key_file: &std::path::Path) -> anyhow::Result<Keys> {
+    if !key_file.exists() {
+        anyhow::bail!(
+            "no key file for {} at {}: --register creates one with the account, --new-key \
+             gives the account a new key (others see a key change), --plaintext chats without \
+             encryption",
+            args.user,
+            key_file.display()
+        );
+    }
+    let keys = keyfile::load(key_file, &args.user)?;
+    let registered = api
+        .public_key(&args.user)
+        .await
+        .context("cannot look up your registered key")?;
+    anyhow::ensure!(
+        Bundle::parse(&registered).as_ref() == Some(keys.bundle()),
+        "the key in {} is not the key registered for {}: use the key file of the device that \
+         registered it, or --new-key to replace the registered key",
+        key_file.display(),
+        args.user
+    );
+    Ok(keys)
 }

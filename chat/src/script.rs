@@ -1,6 +1,7 @@
-//! Scripted use: stdin is not a terminal. Each line is one message to the first `--room`;
-//! received messages go to stdout (JSON lines with `--json`). Once stdin ends, ilo-chat waits
-//! until every line has come back from the relay (or was refused), then exits.
+//! Scripted use: stdin is not a terminal. Each line is one message to the first `--room`,
+//! encrypted like a typed one; received messages go to stdout (one JSON object each with
+//! `--json`). Once stdin ends, ilo-chat waits until every line has come back from the relay
+//! (or was refused), then exits.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -8,16 +9,20 @@ use std::time::Duration;
 use anyhow::Context;
 use ilo_client::ServerFrame;
 use ilo_client::chat::{Chat, Event};
+use ilo_client::e2e::SendError;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 
-use crate::Args;
-use crate::terminal::show;
+use crate::{Args, KnownKeys, show};
 
 /// How long, after stdin ends, ilo-chat waits for its last messages to come back.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(10);
 
-pub async fn run(mut chat: Chat, args: &Args) -> anyhow::Result<()> {
+pub async fn run(
+    chat: &mut Chat,
+    args: &Args,
+    mut known: Option<&mut KnownKeys>,
+) -> anyhow::Result<()> {
     let room = args
         .room
         .first()
@@ -46,18 +51,26 @@ pub async fn run(mut chat: Chat, args: &Args) -> anyhow::Result<()> {
                 }
             }
             event = chat.next() => match event? {
+                Event::Message(message) => {
+                    if message.from == me && let Some(reference) = &message.reference {
+                        unconfirmed.remove(reference);
+                    }
+                    print(&show::message_json(&message), &show::message_line(&message), args.json);
+                }
                 Event::Frame(frame) => {
                     if let ServerFrame::Welcome { user, .. } = &frame {
                         me.clone_from(user);
                     }
-                    if let Some(reference) = settled(&frame, &me)
-                        && unconfirmed.remove(reference)
-                        && matches!(frame, ServerFrame::Error { .. })
-                    {
-                        refused += 1;
+                    if let ServerFrame::Error { reference: Some(reference), code, detail } = &frame {
+                        if unconfirmed.remove(reference) {
+                            refused += 1;
+                        }
+                        eprintln!("ilo-chat: {code}: {detail}");
+                    } else if !args.json && let Some(line) = show::frame_line(&frame) {
+                        println!("{line}");
                     }
-                    show(&frame, args.json);
                 }
+                Event::KeyChanged(change) => eprintln!("ilo-chat: {}", show::key_change_line(&change)),
                 Event::Reconnecting { code, delay } => {
                     eprintln!("ilo-chat: disconnected ({}); retrying in {delay:.1?}", code.map_or("no close frame".into(), |c| c.to_string()));
                 }
@@ -67,35 +80,33 @@ pub async fn run(mut chat: Chat, args: &Args) -> anyhow::Result<()> {
                 anyhow::bail!("{} message(s) not confirmed by the relay within {CONFIRM_WITHIN:?}", unconfirmed.len() + outbox.len());
             }
         }
-        while let Some((reference, body)) = outbox.front() {
-            if chat
-                .say(&room, body, Some(reference.clone()))
-                .await
-                .is_err()
-            {
-                break; // not connected: sent after the reconnect
+        if let (Some(known), Some(e2e)) = (known.as_deref_mut(), chat.e2e()) {
+            known.save(e2e.keyring())?;
+        }
+        while let Some((reference, text)) = outbox.front() {
+            match chat.say(&room, text, Some(reference.clone())).await {
+                Ok(()) => {
+                    unconfirmed.insert(reference.clone());
+                }
+                // Sent once connected and in the room.
+                Err(SendError::NotConnected | SendError::NotJoined(_)) => break,
+                Err(e) => {
+                    eprintln!("ilo-chat: {reference} not sent: {e}");
+                    refused += 1;
+                }
             }
-            unconfirmed.insert(reference.clone());
             outbox.pop_front();
         }
     }
-    chat.close().await;
     anyhow::ensure!(
         refused == 0,
-        "the relay refused {refused} of {read} message(s)"
+        "{refused} of {read} message(s) were not sent or were refused by the relay"
     );
     Ok(())
 }
 
-/// The `ref` of a line this frame settles: our own message coming back, or an error about it.
-fn settled<'f>(frame: &'f ServerFrame, me: &str) -> Option<&'f String> {
-    match frame {
-        ServerFrame::Message {
-            from, reference, ..
-        } if from == me => reference.as_ref(),
-        ServerFrame::Error { reference, .. } => reference.as_ref(),
-        _ => None,
-    }
+fn print(json: &str, line: &str, as_json: bool) {
+    println!("{}", if as_json { json } else { line });
 }
 
 async fn sleep_until(at: Option<Instant>) {

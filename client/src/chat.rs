@@ -1,7 +1,11 @@
 //! A chat session that stays connected: after a drop it reconnects by itself, with backoff and
 //! jitter, and rejoins its rooms — what `potion-protocol.md`'s close-code table asks of clients.
 //! A session the relay ended (4001) or a token it refuses ends it for good.
+//!
+//! With [`Chat::encrypt_with`], every text is sealed for the room's members (ilo-e2e/1) and
+//! every message comes out opened, or saying plainly why it could not be.
 
+use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::time::Duration;
@@ -10,6 +14,7 @@ use ilo_protocol::close;
 use ilo_protocol::{ClientFrame, ServerFrame};
 use tokio::time::Instant;
 
+use crate::e2e::{Content, E2e, KeyChange, SendError};
 use crate::ws::{self, Incoming, Options, Presented, WsError};
 
 /// First retry delay bound; doubled per failed attempt up to [`RETRY_MAX`].
@@ -21,13 +26,29 @@ const GOING_AWAY_SPREAD: Duration = Duration::from_millis(500);
 /// What happened on the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A frame from the relay.
+    /// A frame from the relay, other than a `message`.
     Frame(ServerFrame),
+    /// A message, opened when it was encrypted.
+    Message(Received),
+    /// A member's key is not the one known before.
+    KeyChanged(KeyChange),
     /// The connection dropped (with this close code, if the relay sent one); retrying after
     /// `delay`.
     Reconnecting { code: Option<u16>, delay: Duration },
     /// Connected again (the `welcome` follows as a frame); the rooms are being rejoined.
     Reconnected,
+}
+
+/// A `message` frame as its reader should see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub room: String,
+    pub from: String,
+    /// The relay's message id and clock (milliseconds).
+    pub id: String,
+    pub ts: u64,
+    pub reference: Option<String>,
+    pub content: Content,
 }
 
 /// Why a session ended for good.
@@ -51,6 +72,13 @@ pub struct Chat {
     connection: Option<ws::Connection>,
     attempt: u32,
     retry_at: Option<Instant>,
+    e2e: Option<E2e>,
+    me: Option<String>,
+    /// A `message` being opened: kept here so that a cancelled [`Chat::next`] loses nothing.
+    opening: Option<ServerFrame>,
+    /// Events decided but not handed out yet.
+    ready: VecDeque<Event>,
+    max_body: usize,
 }
 
 impl Chat {
@@ -64,7 +92,35 @@ impl Chat {
             connection: Some(connection),
             attempt: 0,
             retry_at: None,
+            e2e: None,
+            me: None,
+            opening: None,
+            ready: VecDeque::new(),
+            max_body: ilo_protocol::MAX_BODY_BYTES,
         })
+    }
+
+    /// Encrypts every text from now on, and opens what arrives, with `e2e`.
+    pub fn encrypt_with(&mut self, e2e: E2e) {
+        self.e2e = Some(e2e);
+    }
+
+    /// The relay's `body` limit when it is not the default.
+    pub fn set_max_body(&mut self, bytes: usize) {
+        self.max_body = bytes;
+    }
+
+    pub fn e2e(&self) -> Option<&E2e> {
+        self.e2e.as_ref()
+    }
+
+    pub fn e2e_mut(&mut self) -> Option<&mut E2e> {
+        self.e2e.as_mut()
+    }
+
+    /// This user's name, as the relay's `welcome` gave it.
+    pub fn me(&self) -> Option<&str> {
+        self.me.as_deref()
     }
 
     pub fn rooms(&self) -> &[String] {
@@ -83,18 +139,24 @@ impl Chat {
         self.send(&ClientFrame::Leave { room: room.into() }).await
     }
 
+    /// Sends `text` to `room`: sealed for its members when encrypting, as is otherwise.
     pub async fn say(
         &mut self,
         room: &str,
-        body: &str,
+        text: &str,
         reference: Option<String>,
-    ) -> Result<(), NotConnected> {
+    ) -> Result<(), SendError> {
+        let body = match &self.e2e {
+            Some(e2e) => e2e.seal(room, text, self.max_body)?,
+            None => text.to_owned(),
+        };
         self.send(&ClientFrame::Send {
             room: room.into(),
-            body: body.into(),
+            body,
             reference,
         })
         .await
+        .map_err(|NotConnected| SendError::NotConnected)
     }
 
     /// Says goodbye (close 1000) and stops reconnecting.
@@ -117,12 +179,26 @@ impl Chat {
     /// `select!` beside other input.
     pub async fn next(&mut self) -> Result<Event, Ended> {
         loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(event);
+            }
+            if let Some(frame) = self.opening.clone() {
+                let event = self.open(frame).await;
+                self.opening = None;
+                match event {
+                    Some(event) => return Ok(event),
+                    None => continue, // a replayed message, dropped
+                }
+            }
             let Some(connection) = self.connection.as_mut() else {
                 return self.reconnect().await;
             };
             let code = match connection.recv().await {
                 Ok(Incoming::Text(text)) => match serde_json::from_str::<ServerFrame>(&text) {
-                    Ok(frame) => return Ok(Event::Frame(frame)),
+                    Ok(frame) => {
+                        self.arrived(frame);
+                        continue;
+                    }
                     Err(_) => continue, // a frame type newer than this client
                 },
                 Ok(Incoming::Closed(code)) => Some(code),
@@ -136,6 +212,57 @@ impl Chat {
             self.retry_at = Some(Instant::now() + delay);
             return Ok(Event::Reconnecting { code, delay });
         }
+    }
+
+    /// Queues what a frame means: a message to open, key changes, the frame itself.
+    fn arrived(&mut self, frame: ServerFrame) {
+        if matches!(frame, ServerFrame::Message { .. }) {
+            self.opening = Some(frame);
+            return;
+        }
+        if let ServerFrame::Welcome { user, .. } = &frame {
+            self.me = Some(user.clone());
+        }
+        if let Some(e2e) = self.e2e.as_mut() {
+            let changes = e2e.track(&frame);
+            self.ready.push_back(Event::Frame(frame));
+            self.ready
+                .extend(changes.into_iter().map(Event::KeyChanged));
+        } else {
+            self.ready.push_back(Event::Frame(frame));
+        }
+    }
+
+    /// A `message` frame as its reader should see it; `None` for a replay.
+    async fn open(&mut self, frame: ServerFrame) -> Option<Event> {
+        let ServerFrame::Message {
+            room,
+            from,
+            body,
+            id,
+            ts,
+            reference,
+        } = frame
+        else {
+            return None;
+        };
+        let content = match self.e2e.as_mut() {
+            Some(e2e) => e2e.open(&room, &from, &body).await?,
+            None => match ilo_e2e::Body::parse(&body) {
+                Ok(ilo_e2e::Body::Plain(_)) => Content::Plain(body),
+                // Sealed, and this session holds no keys.
+                Ok(ilo_e2e::Body::Sealed(_)) => Content::Unreadable(ilo_e2e::E2eError::NotForYou),
+                Err(e) => Content::Unreadable(e),
+            },
+        };
+        Some(Event::Message(Received {
+            room,
+            from,
+            id,
+            ts,
+            reference,
+            content,
+        }))
     }
 
     async fn reconnect(&mut self) -> Result<Event, Ended> {

@@ -91,6 +91,23 @@ impl Api {
         Ok(detail(checked(reply).await?))
     }
 
+    /// `PUT /user/public_key`: replaces the user's key; every session of theirs ends.
+    pub async fn replace_public_key(
+        &self,
+        token: &str,
+        password: &str,
+        public_key: &str,
+    ) -> Result<(), RestError> {
+        let reply = self
+            .http
+            .put(format!("{}/user/public_key", self.base))
+            .bearer_auth(token)
+            .json(&json!({"password": password, "public_key": public_key}))
+            .send()
+            .await?;
+        checked(reply).await.map(drop)
+    }
+
     /// `DELETE /session`: logs out.
     pub async fn logout(&self, token: &str) -> Result<(), RestError> {
         let reply = self

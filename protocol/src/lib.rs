@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 pub const SUBPROTOCOL: &str = "potion.v1";
 /// Prefix of the subprotocol that carries a browser's token: `bearer.<token>`.
 pub const BEARER_PREFIX: &str = "bearer.";
+/// The default limit of a `send` frame's `body`, in UTF-8 bytes (`POTION_MAX_BODY`).
+pub const MAX_BODY_BYTES: usize = 16_384;
 /// Longest `ref` a client may attach to a frame.
 pub const MAX_REF_CHARS: usize = 64;
 

@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod dns;
+pub mod e2e;
 pub mod postgres;
 pub mod process;
 pub mod redis;

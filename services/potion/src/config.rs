@@ -31,7 +31,7 @@ pub struct Config {
     pub max_rooms: usize,
 
     /// Largest `body`, in UTF-8 bytes.
-    #[arg(long, env = "POTION_MAX_BODY", default_value_t = 16_384)]
+    #[arg(long, env = "POTION_MAX_BODY", default_value_t = ilo_protocol::MAX_BODY_BYTES)]
     pub max_body: usize,
 
     /// Sends per connection allowed in a burst.
