@@ -1,12 +1,20 @@
-//! The web client: three files compiled into the binary and served from `/`. Nothing is fetched
-//! from anywhere else, which the Content-Security-Policy enforces in the browser.
+//! The web client: its page, stylesheet and script modules (`app.js`; `e2e.js` and `hpke.js`
+//! for the encryption, `keystore.js` for the keys), compiled into the binary and served from
+//! `/`. Nothing is fetched from anywhere else, which the Content-Security-Policy enforces in the
+//! browser.
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 
 const INDEX: &str = include_str!("web/index.html");
-const SCRIPT: &str = include_str!("web/app.js");
 const STYLE: &str = include_str!("web/style.css");
+/// The script modules, by path.
+const MODULES: [(&str, &str); 4] = [
+    ("/app.js", include_str!("web/app.js")),
+    ("/e2e.js", include_str!("web/e2e.js")),
+    ("/hpke.js", include_str!("web/hpke.js")),
+    ("/keystore.js", include_str!("web/keystore.js")),
+];
 
 /// Same-origin only: scripts, styles, REST calls and the WebSocket (CSP 3 lets `'self'`
 /// cover `ws:`/`wss:` to the page's own host).
@@ -16,16 +24,17 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 
 pub fn mount(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index))
-        .route("/app.js", web::get().to(script))
         .route("/style.css", web::get().to(style));
+    for (path, source) in MODULES {
+        cfg.route(
+            path,
+            web::get().to(move || async move { asset("text/javascript; charset=utf-8", source) }),
+        );
+    }
 }
 
 async fn index() -> HttpResponse {
     asset("text/html; charset=utf-8", INDEX)
-}
-
-async fn script() -> HttpResponse {
-    asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
 async fn style() -> HttpResponse {

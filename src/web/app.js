@@ -1,7 +1,10 @@
 // Ilo's web client: REST (api.md) to register and log in, then the potion.v1 WebSocket
-// (potion-protocol.md) to chat. No framework and no build step; every text from the network is
-// put on the page with textContent, never parsed as HTML.
-"use strict";
+// (potion-protocol.md) to chat, every message sealed end to end (e2e.md) for the room's members.
+// A module with no globals, no framework and no build step; every text from the network is put
+// on the page with textContent, never parsed as HTML.
+
+import * as e2e from "./e2e.js";
+import { Known, loadKeys, saveKeys } from "./keystore.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -35,7 +38,16 @@ async function api(method, path, body, token) {
     throw new ApiError(0, { detail: "The server cannot be reached. Check your connection and try again.", code: "network" });
   }
   const text = await reply.text();
-  const parsed = text ? JSON.parse(text) : {};
+  let parsed;
+  try {
+    parsed = text ? JSON.parse(text) : {};
+  } catch {
+    // Not Ilo's JSON: a proxy's error page, say. Still tell the person something useful.
+    throw new ApiError(reply.status, {
+      detail: `The server answered ${reply.status} ${reply.statusText || ""}`.trim() + ". Please try again in a moment.",
+      code: "bad_reply",
+    });
+  }
   if (!reply.ok) throw new ApiError(reply.status, parsed);
   return parsed;
 }
@@ -64,17 +76,10 @@ async function withApiKey(call) {
   }
 }
 
-/** A fresh ECDH P-256 key pair; the public half is registered for end-to-end encryption and
- *  the private half stays in this browser. */
-async function newPublicKey(username) {
+function requireWebCrypto() {
   if (!crypto.subtle) {
-    throw new ApiError(0, { detail: "Creating keys needs a secure page: open Ilo over HTTPS or on localhost.", code: "insecure_context" });
+    throw new ApiError(0, { detail: "End-to-end encryption needs a secure page: open Ilo over HTTPS or on localhost.", code: "insecure_context" });
   }
-  const pair = await crypto.subtle.generateKey({ name: "ECDH", namedCurve: "P-256" }, true, ["deriveKey"]);
-  const raw = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
-  const jwk = await crypto.subtle.exportKey("jwk", pair.privateKey);
-  localStorage.setItem(`ilo.privateKey.${username}`, JSON.stringify(jwk));
-  return btoa(String.fromCharCode(...raw)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
 // ---------------------------------------------------------------- sign-in form
@@ -138,14 +143,16 @@ async function onAuthSubmit(event) {
   setBusy(true);
   try {
     if (action === "register") {
-      const public_key = await newPublicKey(username);
-      await withApiKey((api_key) => api("POST", "/user", { username, password, public_key, api_key }));
-      note(`Account ${username} created.`);
+      requireWebCrypto();
+      const keys = await e2e.generateKeys();
+      await withApiKey((api_key) => api("POST", "/user", { username, password, public_key: keys.bundle, api_key }));
+      // Only an account that exists gets keys saved: a refused name never replaces another's.
+      await saveKeys(username, keys);
+      note(`Account ${username} created. Its keys stay in this browser.`);
     }
-    const reply = await withApiKey((api_key) => api("PUT", "/user", { username, password, api_key }));
-    store.session = { user: username, token: reply.token, expiresAt: reply.expires_at };
+    await logIn(username, password);
     $("password").value = "";
-    enterChat();
+    await enterChat();
   } catch (e) {
     showAuthError(e);
   } finally {
@@ -153,20 +160,80 @@ async function onAuthSubmit(event) {
   }
 }
 
+async function logIn(username, password) {
+  const reply = await withApiKey((api_key) => api("PUT", "/user", { username, password, api_key }));
+  store.session = { user: username, token: reply.token, expiresAt: reply.expires_at };
+}
+
 function setBusy(busy) {
   for (const id of ["login", "register"]) $(id).disabled = busy;
+}
+
+// ---------------------------------------------------------------- this browser's keys
+
+/** Whether this browser holds the key registered for `user`; why not, if it does not. */
+async function checkKeys(user) {
+  requireWebCrypto();
+  const keys = await loadKeys(user);
+  if (!keys) return { keys: null, why: "This browser has no encryption key for your account." };
+  const registered = e2e.parseBundle((await api("GET", `/user/${encodeURIComponent(user)}`)).detail);
+  if (!registered || e2e.base64url(registered.bytes) !== keys.bundle) {
+    return { keys: null, why: "The key in this browser is not the one registered for your account (it was replaced from another device)." };
+  }
+  return { keys };
+}
+
+function showKeySetup(why) {
+  $("auth").hidden = true;
+  $("chat").hidden = true;
+  $("key-setup").hidden = false;
+  $("key-why").textContent = why;
+  $("key-error").textContent = "";
+  $("key-password").value = "";
+  $("key-password").focus();
+}
+
+/** Gives the account a new key held by this browser: PUT /user/public_key ends every session
+ *  of the user, so it logs in again. */
+async function onNewKey(event) {
+  event.preventDefault();
+  const session = store.session;
+  const password = $("key-password").value;
+  $("key-error").textContent = "";
+  $("new-key").disabled = true;
+  try {
+    const keys = await e2e.generateKeys();
+    await api("PUT", "/user/public_key", { password, public_key: keys.bundle }, session.token);
+    await saveKeys(session.user, keys);
+    await logIn(session.user, password);
+    $("key-password").value = "";
+    note("This browser has a new key. Other members will see that your key changed.");
+    await enterChat();
+  } catch (e) {
+    $("key-error").textContent = e.status === 401 && e.code === "invalid_token"
+      ? "Your session has ended. Log out and log in again."
+      : e.message;
+  } finally {
+    $("new-key").disabled = false;
+  }
 }
 
 // ---------------------------------------------------------------- chat state
 
 const chat = {
-  rooms: new Map(), // room -> { log: <ol>, members: Map(user -> public key), button }
+  rooms: new Map(), // room -> { log, members: Map(user -> bundle | null), button, seen: Set(mid), folded }
   active: null,
   wanted: [], // rooms to be in, rejoined after a reconnect, in join order
   socket: null,
   attempt: 0,
   retryTimer: null,
   nextRef: 1,
+  me: null,
+  keys: null, // { x, ed, bundle } from IndexedDB
+  known: null, // trust on first use
+  inbox: Promise.resolve(), // frames are handled one after another, in order
+  outbox: Promise.resolve(), // and messages are sealed and sent in order
+  lookups: new Map(), // user -> { at, bundle } from GET /user/{user}
 };
 
 function status(text, problem) {
@@ -174,13 +241,27 @@ function status(text, problem) {
   $("status").classList.toggle("problem", Boolean(problem));
 }
 
-function enterChat() {
+async function enterChat() {
   const session = store.session;
   $("auth").hidden = true;
-  $("chat").hidden = false;
   $("logout").hidden = false;
   $("whoami").hidden = false;
   $("whoami").textContent = session.user;
+  let checked;
+  try {
+    checked = await checkKeys(session.user);
+  } catch (e) {
+    status(e.message, true);
+    return;
+  }
+  if (!checked.keys) {
+    showKeySetup(checked.why);
+    return;
+  }
+  chat.keys = checked.keys;
+  chat.known = new Known(session.user);
+  $("key-setup").hidden = true;
+  $("chat").hidden = false;
   connect();
   $("room-name").focus();
 }
@@ -193,8 +274,11 @@ function leaveChat(reason) {
   socket?.close(1000);
   for (const room of [...chat.rooms.keys()]) dropRoom(room);
   chat.wanted = [];
+  chat.keys = null;
+  chat.me = null;
   store.session = null;
   $("chat").hidden = true;
+  $("key-setup").hidden = true;
   $("auth").hidden = false;
   $("logout").hidden = true;
   $("whoami").hidden = true;
@@ -225,7 +309,16 @@ function connect() {
   // The token travels as a subprotocol, never in the URL.
   const socket = new WebSocket(`${scheme}//${location.host}/ws`, ["potion.v1", `bearer.${session.token}`]);
   chat.socket = socket;
-  socket.onmessage = (event) => socket === chat.socket && onFrame(JSON.parse(event.data));
+  socket.onmessage = (event) => {
+    if (socket !== chat.socket) return;
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch {
+      return; // not a frame of this protocol
+    }
+    chat.inbox = chat.inbox.then(() => onFrame(frame)).catch((e) => status(`Something went wrong: ${e.message}`, true));
+  };
   socket.onclose = (event) => socket === chat.socket && onClose(event.code);
 }
 
@@ -277,17 +370,18 @@ function send(frame) {
   if (chat.socket?.readyState === WebSocket.OPEN) chat.socket.send(JSON.stringify(frame));
 }
 
-function onFrame(frame) {
+async function onFrame(frame) {
   switch (frame.type) {
     case "welcome":
       chat.attempt = 0;
-      status(`Connected as ${frame.user}.`);
+      chat.me = frame.user;
+      status(`Connected as ${frame.user}. Messages are end-to-end encrypted.`);
       for (const room of chat.wanted) send({ type: "join", room });
       setComposer(Boolean(chat.active));
       break;
     case "joined": onJoined(frame); break;
     case "left": dropRoom(frame.room); break;
-    case "message": addLine(frame.room, messageLine(frame)); break;
+    case "message": await onMessage(frame); break;
     case "presence": onPresence(frame); break;
     case "error": onError(frame); break;
   }
@@ -302,12 +396,12 @@ function onError(frame) {
   }
 }
 
-// ---------------------------------------------------------------- rooms
+// ---------------------------------------------------------------- rooms and members' keys
 
 function onJoined(frame) {
   let room = chat.rooms.get(frame.room);
   if (!room) {
-    room = { log: document.createElement("ol"), members: new Map() };
+    room = { log: document.createElement("ol"), members: new Map(), seen: new Set(), folded: null };
     room.log.className = "log";
     room.log.setAttribute("role", "log");
     room.log.setAttribute("aria-label", `Messages in ${frame.room}`);
@@ -326,7 +420,8 @@ function onJoined(frame) {
   } else {
     addLine(frame.room, eventLine(`Back in ${frame.room}.`));
   }
-  room.members = new Map(frame.members.map((m) => [m.user, m.public_key]));
+  room.members = new Map(frame.members.map((m) => [m.user, e2e.parseBundle(m.public_key)]));
+  for (const [user, bundle] of room.members) noteKey(user, bundle);
   activate(frame.room);
   $("message").focus();
 }
@@ -334,11 +429,46 @@ function onJoined(frame) {
 function onPresence(frame) {
   const room = chat.rooms.get(frame.room);
   if (!room) return;
-  if (frame.event === "join") room.members.set(frame.user, frame.public_key);
-  else room.members.delete(frame.user);
+  if (frame.event === "join") {
+    const bundle = e2e.parseBundle(frame.public_key);
+    room.members.set(frame.user, bundle);
+    noteKey(frame.user, bundle);
+  } else {
+    room.members.delete(frame.user);
+  }
   addLine(frame.room, eventLine(`${frame.user} ${frame.event === "join" ? "joined" : "left"}.`));
   if (chat.active === frame.room) renderMembers();
 }
+
+/** Trust on first use: a key unlike the one known before is announced in every room the user
+ *  is in; a verified user's new key holds sending until it is accepted. */
+function noteKey(user, bundle) {
+  if (!bundle || user === chat.me) return;
+  const seen = chat.known.saw(user, e2e.base64url(bundle.bytes));
+  if (seen !== "changed" && seen !== "held") return;
+  const text = seen === "held"
+    ? `${user}'s key changed, and you had verified ${user}. Nothing is sent to rooms with ${user} until you compare the new safety number and accept it.`
+    : `${user}'s key changed: a new device, or someone else. Compare safety numbers to be sure.`;
+  for (const [name, room] of chat.rooms) {
+    if (room.members.has(user)) addLine(name, eventLine(text, { warn: true, verify: user }));
+  }
+}
+
+/** The bundle `user` sends with: from the room, else from the directory (at most every 10 s). */
+async function senderBundle(roomName, user, kid) {
+  const listed = chat.rooms.get(roomName)?.members.get(user);
+  if (listed && sameKid(await e2e.kid(listed), kid)) return listed;
+  const cached = chat.lookups.get(user);
+  if (cached && Date.now() - cached.at < 10000) return cached.bundle;
+  let bundle = null;
+  try {
+    bundle = e2e.parseBundle((await api("GET", `/user/${encodeURIComponent(user)}`)).detail);
+  } catch { /* unknown user, or unreachable: unverifiable */ }
+  chat.lookups.set(user, { at: Date.now(), bundle });
+  return bundle;
+}
+
+const sameKid = (a, b) => a.every((x, i) => x === b[i]);
 
 function dropRoom(name) {
   const room = chat.rooms.get(name);
@@ -370,9 +500,189 @@ function renderMembers() {
   if (!room) return;
   for (const user of [...room.members.keys()].sort()) {
     const li = document.createElement("li");
-    li.textContent = user;
+    const name = document.createElement("span");
+    name.textContent = user;
+    li.append(name);
+    li.dataset.user = user;
+    if (!room.members.get(user)) {
+      li.classList.add("no-key");
+      const why = document.createElement("small");
+      why.textContent = "cannot receive encrypted messages";
+      li.append(why);
+    } else if (user !== chat.me) {
+      if (chat.known.isVerified(user)) {
+        const mark = document.createElement("small");
+        mark.className = "verified";
+        mark.textContent = "✓ verified";
+        li.append(mark);
+      }
+      li.append(verifyButton(user));
+    }
     list.append(li);
   }
+}
+
+function verifyButton(user) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "link";
+  button.textContent = chat.known.isHeld(user) ? "Key changed: verify" : "Verify";
+  button.dataset.verify = user;
+  button.addEventListener("click", () => openVerify(user));
+  return button;
+}
+
+// ---------------------------------------------------------------- verification
+
+let verifying = null;
+
+async function openVerify(user) {
+  const bundle = [...chat.rooms.values()].map((r) => r.members.get(user)).find(Boolean);
+  if (!bundle) return;
+  verifying = user;
+  const own = e2e.parseBundle(chat.keys.bundle);
+  const number = await e2e.safetyNumber(chat.me, own, user, bundle);
+  $("verify-title").textContent = `Verify ${user}`;
+  $("safety-number").textContent = e2e.grouped(number);
+  const held = chat.known.isHeld(user);
+  $("verify-state").textContent = held
+    ? `${user}'s key changed since you verified it. If the numbers match, accept the new key.`
+    : chat.known.isVerified(user)
+      ? `You have verified ${user}.`
+      : `Compare this number with the one ${user} sees, in person or on a call. If they match, nobody is in between.`;
+  $("verify-mark").hidden = held || chat.known.isVerified(user);
+  $("verify-accept").hidden = !held;
+  $("verify-dialog").showModal();
+}
+
+function onVerifyDecision(accept) {
+  if (verifying) {
+    if (accept) chat.known.trust(verifying);
+    else chat.known.verify(verifying);
+  }
+  $("verify-dialog").close();
+  renderMembers();
+}
+
+// ---------------------------------------------------------------- messages
+
+const MAX_BODY_BYTES = 16384;
+
+async function onSend(event) {
+  event.preventDefault();
+  const text = $("message").value;
+  $("send-error").textContent = "";
+  const room = chat.rooms.get(chat.active);
+  if (!text.trim() || !room || !chat.me) return;
+  const held = [...room.members.keys()].filter((u) => chat.known.isHeld(u));
+  if (held.length) {
+    $("send-error").textContent = `Not sent: the key of ${held.join(", ")} changed after you verified it. Verify and accept the new key first.`;
+    return;
+  }
+  const others = [...room.members].filter(([user, bundle]) => user !== chat.me && bundle).map(([, b]) => b);
+  const recipients = [e2e.parseBundle(chat.keys.bundle), ...others];
+  const size = e2e.bodyLen(recipients.length, text);
+  if (size > MAX_BODY_BYTES) {
+    const over = Math.ceil(((size - MAX_BODY_BYTES) * 3) / 4);
+    $("send-error").textContent = `Not sent: encrypted for the ${recipients.length} people here it would be ${size} bytes, over the ${MAX_BODY_BYTES}-byte limit. Shorten it by about ${over} bytes.`;
+    return;
+  }
+  const roomName = chat.active;
+  $("message").value = "";
+  // Sealing takes a moment: chained, so that messages leave in the order they were written.
+  chat.outbox = chat.outbox.then(async () => {
+    const body = await e2e.seal(chat.keys, roomName, chat.me, text, recipients);
+    send({ type: "send", room: roomName, body, ref: `c-${chat.nextRef++}` });
+  }).catch((e) => { $("send-error").textContent = `Not sent: ${e.message}`; });
+}
+
+/** Opens a message (in frame order) and shows it, or says plainly why it cannot be read. */
+async function onMessage(frame) {
+  const room = chat.rooms.get(frame.room);
+  if (!room) return;
+  let parsed;
+  try {
+    parsed = e2e.parse(frame.body);
+  } catch (err) {
+    return addUnreadable(frame, err.kind);
+  }
+  if (parsed.plain !== undefined) return addLine(frame.room, messageLine(frame, parsed.plain, "plain"));
+  let opened;
+  try {
+    const sender = await senderBundle(frame.room, frame.from, parsed.envelope.senderKid);
+    opened = await e2e.open(chat.keys, frame.room, frame.from, parsed.envelope, sender);
+  } catch (err) {
+    if (!(err instanceof e2e.E2eError)) throw err;
+    return addUnreadable(frame, err.kind);
+  }
+  if (room.seen.has(opened.mid)) return; // the same message again: a replay
+  room.seen.add(opened.mid);
+  room.folded = null;
+  addLine(frame.room, messageLine(frame, opened.text, chat.known.isVerified(frame.from) ? "verified" : "encrypted"));
+}
+
+/** A message that did not open. Messages not encrypted for you (sent before you joined) fold
+ *  into one line; the rest say they could not be verified, never what they claim to say. */
+function addUnreadable(frame, kind) {
+  const room = chat.rooms.get(frame.room);
+  if (kind === "not_for_you") {
+    if (room.folded) {
+      room.folded.count += 1;
+      room.folded.li.textContent = `${room.folded.count} messages were not encrypted for you (sent before you joined, or to another of your keys).`;
+      return;
+    }
+    const li = eventLine("A message from before you joined was not encrypted for you.");
+    room.folded = { li, count: 1 };
+    return addLine(frame.room, li);
+  }
+  room.folded = null;
+  const what = kind === "signature" || kind === "unknown_key"
+    ? `A message shown as from ${frame.from} could not be verified (altered, or not sent by ${frame.from} here), so it is not shown.`
+    : `A message from ${frame.from} could not be read (${kind}).`;
+  addLine(frame.room, eventLine(what, { warn: true }));
+}
+
+const BADGES = {
+  verified: ["🔒 verified", "End-to-end encrypted, signed by the sender, whose safety number you verified"],
+  encrypted: ["🔒", "End-to-end encrypted and signed by the sender's key"],
+  plain: ["not encrypted", "Sent without end-to-end encryption: the server could read or change it"],
+};
+
+function messageLine(frame, text, how) {
+  const li = document.createElement("li");
+  li.className = `message ${how}`;
+  const time = document.createElement("time");
+  time.className = "time";
+  time.dateTime = new Date(frame.ts).toISOString();
+  time.textContent = new Date(frame.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const from = document.createElement("span");
+  from.className = "from";
+  from.textContent = frame.from;
+  const badge = document.createElement("span");
+  badge.className = `badge ${how}`;
+  [badge.textContent, badge.title] = BADGES[how];
+  const body = document.createElement("span");
+  body.className = "body";
+  body.textContent = text;
+  li.append(time, from, badge, body);
+  return li;
+}
+
+function eventLine(text, { warn = false, verify = null } = {}) {
+  const li = document.createElement("li");
+  li.className = warn ? "event warn" : "event";
+  li.textContent = text;
+  if (verify) li.append(" ", verifyButton(verify));
+  return li;
+}
+
+function addLine(roomName, li) {
+  const room = chat.rooms.get(roomName);
+  if (!room) return;
+  const logs = $("logs");
+  const atBottom = logs.scrollHeight - logs.scrollTop - logs.clientHeight < 40;
+  room.log.append(li);
+  if (atBottom) logs.scrollTop = logs.scrollHeight;
 }
 
 function setComposer(enabled) {
@@ -406,65 +716,20 @@ function onLeave() {
   $("room-name").focus();
 }
 
-// ---------------------------------------------------------------- messages
-
-const MAX_BODY_BYTES = 16384;
-
-function onSend(event) {
-  event.preventDefault();
-  const body = $("message").value;
-  $("send-error").textContent = "";
-  if (!body.trim() || !chat.active) return;
-  if (new TextEncoder().encode(body).length > MAX_BODY_BYTES) {
-    $("send-error").textContent = "This message is longer than 16 KiB.";
-    return;
-  }
-  send({ type: "send", room: chat.active, body, ref: `c-${chat.nextRef++}` });
-  $("message").value = "";
-}
-
-function messageLine(frame) {
-  const li = document.createElement("li");
-  li.className = "message";
-  const time = document.createElement("time");
-  time.className = "time";
-  time.dateTime = new Date(frame.ts).toISOString();
-  time.textContent = new Date(frame.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  const from = document.createElement("span");
-  from.className = "from";
-  from.textContent = frame.from;
-  const body = document.createElement("span");
-  body.className = "body";
-  body.textContent = frame.body;
-  li.append(time, from, body);
-  return li;
-}
-
-function eventLine(text) {
-  const li = document.createElement("li");
-  li.className = "event";
-  li.textContent = text;
-  return li;
-}
-
-function addLine(roomName, li) {
-  const room = chat.rooms.get(roomName);
-  if (!room) return;
-  const logs = $("logs");
-  const atBottom = logs.scrollHeight - logs.scrollTop - logs.clientHeight < 40;
-  room.log.append(li);
-  if (atBottom) logs.scrollTop = logs.scrollHeight;
-}
-
 // ---------------------------------------------------------------- start
 
 document.addEventListener("DOMContentLoaded", () => {
   $("auth-form").addEventListener("submit", onAuthSubmit);
   $("password").addEventListener("input", () => checkPasswordRules(false));
+  $("key-form").addEventListener("submit", onNewKey);
+  $("key-cancel").addEventListener("click", logout);
   $("join-form").addEventListener("submit", onJoin);
   $("send-form").addEventListener("submit", onSend);
   $("leave").addEventListener("click", onLeave);
   $("logout").addEventListener("click", logout);
+  $("verify-mark").addEventListener("click", () => onVerifyDecision(false));
+  $("verify-accept").addEventListener("click", () => onVerifyDecision(true));
+  $("verify-close").addEventListener("click", () => $("verify-dialog").close());
   if (!sessionExpired()) enterChat();
   else $("username").focus();
 });
