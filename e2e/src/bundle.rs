@@ -20,7 +20,7 @@ const BUNDLE_VERSION: u8 = 0x01;
 const BUNDLE_LEN: usize = 65;
 
 /// `kid(bundle)`: the first 8 bytes of SHA-256(bundle), how an envelope names a key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Kid(pub [u8; 8]);
 
 impl fmt::Debug for Kid {
