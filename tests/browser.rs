@@ -9,6 +9,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
+use serde_json::{Value, json};
 use support::browser::{Browser, Chromedriver};
 use support::standalone::TestStandalone;
 
@@ -198,3 +199,181 @@ async fn a_revoked_session_returns_the_page_to_the_login_form() {
     gina.close().await;
     ilo.stop().await;
 }
+
+/// The page's own cryptography, run in Chromium: RFC 9180 A.1.1 through `hpke.js`, and every
+/// vector of `e2e-vectors.json` through `e2e.js`, exactly as the Rust crate reads them. Then
+/// sealing and opening are timed in the page, and the figures printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_cryptography_matches_rfc_9180_and_the_vectors() {
+    let ilo = TestStandalone::spawn().await;
+    let driver = Chromedriver::start().await;
+    let page = driver.browser("vectors").await;
+    let vectors: Value =
+        serde_json::from_str(include_str!("../e2e/tests/e2e-vectors.json")).unwrap();
+    with_screenshots("vectors", &[&page], async {
+        page.open(&ilo.url("/")).await;
+        let result = page
+            .client
+            .execute_async(VECTORS_IN_THE_PAGE, vec![vectors.clone()])
+            .await
+            .unwrap();
+        assert!(result.get("failure").is_none(), "{result}");
+        assert_eq!(result["a11"], true, "RFC 9180 A.1.1 through hpke.js");
+
+        let mut opened = result["opened"].as_array().unwrap().iter();
+        for message in vectors["messages"].as_array().unwrap() {
+            for _reader in message["readable_by"].as_array().unwrap() {
+                let got = opened.next().unwrap();
+                assert_eq!(got["text"], message["text"], "{got}");
+                assert_eq!(got["mid"], message["mid_hex"], "{got}");
+                assert_eq!(got["ts"], message["ts"], "{got}");
+            }
+            for _reader in message["not_for"].as_array().unwrap() {
+                assert_eq!(opened.next().unwrap()["error"], "not_for_you");
+            }
+        }
+        let refused = result["refused"].as_array().unwrap();
+        let expected: Vec<&str> = vectors["refused"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| match r["why"].as_str().unwrap() {
+                "not encrypted for this reader" => "not_for_you",
+                "the right bytes shown as sent by another user" => "unknown_key",
+                _ => "signature",
+            })
+            .collect();
+        let got: Vec<&str> = refused
+            .iter()
+            .map(|r| r["error"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, expected);
+        let fingerprints: Vec<&Value> = vectors["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| &u["fingerprint"])
+            .collect();
+        assert_eq!(
+            result["fingerprints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>(),
+            fingerprints
+        );
+        assert_eq!(result["safety"], vectors["safety_numbers"][0]["digits"]);
+        assert_eq!(
+            result["bundles"],
+            json!(
+                vectors["users"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|u| u["public_key"].clone())
+                    .collect::<Vec<_>>()
+            )
+        );
+
+        let bench = page
+            .client
+            .execute_async(BENCH_IN_THE_PAGE, vec![])
+            .await
+            .unwrap();
+        assert!(bench.get("failure").is_none(), "{bench}");
+        println!(
+            "web page (Chromium, WebCrypto), median of {} runs:",
+            bench["runs"]
+        );
+        for row in bench["seal"].as_array().unwrap() {
+            println!(
+                "  seal for {:>3} recipients: {:>7.2} ms",
+                row["recipients"],
+                row["ms"].as_f64().unwrap()
+            );
+        }
+        println!(
+            "  open (50 recipients):     {:>7.2} ms",
+            bench["open_ms"].as_f64().unwrap()
+        );
+    })
+    .await;
+    page.close().await;
+    ilo.stop().await;
+}
+
+/// Reads every vector as a reader of the page would; imports the vectors' secrets (test only:
+/// the page itself never imports or exports a private key).
+const VECTORS_IN_THE_PAGE: &str = r#"
+const [vectors, done] = arguments;
+(async () => {
+  const hpke = await import("/hpke.js");
+  const e2e = await import("/e2e.js");
+  const ed25519 = (seed) => crypto.subtle.importKey("pkcs8",
+    hpke.concat(hpke.hex.from("302e020100300506032b657004220420"), hpke.hex.from(seed)),
+    { name: "Ed25519" }, true, ["sign"]);
+  const user = (name) => vectors.users.find((u) => u.username === name);
+  const keysOf = async (u) => ({ x: await hpke.importX25519Private(hpke.hex.from(u.x25519_secret_hex)), ed: await ed25519(u.ed25519_seed_hex), bundle: u.public_key });
+  const read = async (reader, room, from, body) => {
+    try {
+      const parsed = e2e.parse(body);
+      const opened = await e2e.open(await keysOf(user(reader)), room, from, parsed.envelope, e2e.parseBundle(user(from).public_key));
+      return { text: opened.text, mid: opened.mid, ts: opened.ts };
+    } catch (e) {
+      return { error: e.kind || String(e) };
+    }
+  };
+  const out = { a11: await hpke.selfTest(), opened: [], refused: [], fingerprints: [], bundles: [] };
+  for (const m of vectors.messages) {
+    for (const r of m.readable_by) out.opened.push(await read(r, m.room, m.from, m.body));
+    for (const r of m.not_for) out.opened.push(await read(r, m.room, m.from, m.body));
+  }
+  for (const r of vectors.refused) out.refused.push(await read(r.reader, r.room, r.from, r.body));
+  for (const u of vectors.users) {
+    out.fingerprints.push(await e2e.fingerprint(u.username, e2e.parseBundle(u.public_key)));
+    // The bundle the page would register for these secrets.
+    const x = await crypto.subtle.importKey("pkcs8", hpke.concat(hpke.hex.from("302e020100300506032b656e04220420"), hpke.hex.from(u.x25519_secret_hex)), { name: "X25519" }, true, ["deriveBits"]);
+    const xPub = await crypto.subtle.importKey("jwk", { ...(await crypto.subtle.exportKey("jwk", x)), d: undefined, key_ops: [] }, { name: "X25519" }, true, []);
+    const ed = await ed25519(u.ed25519_seed_hex);
+    const edPub = await crypto.subtle.importKey("jwk", { ...(await crypto.subtle.exportKey("jwk", ed)), d: undefined, key_ops: ["verify"] }, { name: "Ed25519" }, true, ["verify"]);
+    out.bundles.push(e2e.base64url(hpke.concat(new Uint8Array([1]), new Uint8Array(await crypto.subtle.exportKey("raw", xPub)), new Uint8Array(await crypto.subtle.exportKey("raw", edPub)))));
+  }
+  const [a, b] = vectors.safety_numbers[0].users;
+  out.safety = await e2e.safetyNumber(a, e2e.parseBundle(user(a).public_key), b, e2e.parseBundle(user(b).public_key));
+  done(out);
+})().catch((e) => done({ failure: String(e && e.stack || e) }));
+"#;
+
+/// Seals for 1, 10, 50 and 100 recipients and opens a 50-recipient message, with keys made as
+/// the page makes them; median milliseconds.
+const BENCH_IN_THE_PAGE: &str = r#"
+const [done] = arguments;
+(async () => {
+  const e2e = await import("/e2e.js");
+  const runs = 15;
+  const median = (xs) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const me = await e2e.generateKeys();
+  const others = [];
+  for (let i = 0; i < 99; i++) others.push(e2e.parseBundle((await e2e.generateKeys()).bundle));
+  const text = "x".repeat(100);
+  const seal = [];
+  for (const n of [1, 10, 50, 100]) {
+    const recipients = [e2e.parseBundle(me.bundle), ...others.slice(0, n - 1)];
+    const times = [];
+    for (let i = 0; i < runs; i++) {
+      const t = performance.now();
+      await e2e.seal(me, "lobby", "me", text, recipients);
+      times.push(performance.now() - t);
+    }
+    seal.push({ recipients: n, ms: median(times) });
+  }
+  const body = await e2e.seal(me, "lobby", "me", text, [e2e.parseBundle(me.bundle), ...others.slice(0, 49)]);
+  const times = [];
+  for (let i = 0; i < runs; i++) {
+    const t = performance.now();
+    await e2e.open(me, "lobby", "me", e2e.parse(body).envelope, e2e.parseBundle(me.bundle));
+    times.push(performance.now() - t);
+  }
+  done({ runs, seal, open_ms: median(times) });
+})().catch((e) => done({ failure: String(e && e.stack || e) }));
+"#;

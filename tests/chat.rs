@@ -5,93 +5,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::Output;
 
 use ilo_client::e2e::Content;
 use serde_json::{Value, json};
 use support::e2e::Member;
+use support::ilo_chat::{Following, ilo_chat};
 use support::standalone::TestStandalone;
 use support::ws::{self, Presented};
-use tokio::sync::mpsc;
-
-/// `ilo-chat --server <ilo>` with its config directory in `config`.
-fn command(ilo: &TestStandalone, config: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(support::binary("ilo-chat", "ilo-chat"));
-    command
-        .args(["--server", &ilo.url("")])
-        .args(args)
-        .env("ILO_PASSWORD", "Script-pass-1")
-        .env("XDG_CONFIG_HOME", config)
-        .env_remove("ILO_API_KEY")
-        .env_remove("ILO_KEY_FILE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
-/// Runs ilo-chat with `args`, `lines` on its stdin, and waits (bounded) for it to exit.
-async fn ilo_chat(ilo: &TestStandalone, config: &Path, args: &[&str], lines: &str) -> Output {
-    let mut child = command(ilo, config, args).spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap(); // stdin is closed when dropped here: the script ends
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output());
-    tokio::time::timeout(Duration::from_secs(30), output)
-        .await
-        .expect("ilo-chat exits by itself")
-        .unwrap()
-        .unwrap()
-}
-
-/// ilo-chat with `--follow`: its stdout lines as they come; killed when dropped.
-struct Following {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-}
-
-impl Following {
-    fn start(ilo: &TestStandalone, config: &Path, args: &[&str]) -> Self {
-        let mut child = command(ilo, config, args).arg("--follow").spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// The next printed message from `from`, as JSON.
-    async fn message_from(&mut self, from: &str) -> Value {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                let line = self.lines.recv().await.expect("ilo-chat is running");
-                let value: Value = serde_json::from_str(&line).unwrap();
-                if value["from"] == from {
-                    return value;
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("ilo-chat printed no message from {from}"))
-    }
-}
-
-impl Drop for Following {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A member with no key: it sees what the server side sees.
 async fn keyless(ilo: &TestStandalone, name: &str, room: &str) -> ws::Ws {
@@ -148,7 +71,7 @@ async fn a_script_registers_with_a_private_key_file_and_its_lines_are_encrypted(
     let canary = format!("canary-{}", uuid::Uuid::new_v4());
 
     let out = ilo_chat(
-        &ilo,
+        &ilo.url(""),
         config.path(),
         &["--user", "alice", "--register", "--room", "porch", "--json"],
         &format!("hello\n{canary}\n"),
@@ -199,7 +122,7 @@ async fn a_script_registers_with_a_private_key_file_and_its_lines_are_encrypted(
 
     // Logging in again (no --register) uses the same keys; a readable key file is refused.
     let out = ilo_chat(
-        &ilo,
+        &ilo.url(""),
         config.path(),
         &["--user", "alice", "--room", "porch"],
         "again\n",
@@ -214,7 +137,7 @@ async fn a_script_registers_with_a_private_key_file_and_its_lines_are_encrypted(
     assert_eq!(bob.reads("alice").await, "again");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = ilo_chat(
-        &ilo,
+        &ilo.url(""),
         config.path(),
         &["--user", "alice", "--room", "porch"],
         "x\n",
@@ -231,7 +154,7 @@ async fn ilo_chat_prints_what_it_could_not_open_and_why() {
     let ilo = TestStandalone::spawn().await;
     let config = tempfile::tempdir().unwrap();
     let register = ilo_chat(
-        &ilo,
+        &ilo.url(""),
         config.path(),
         &["--user", "alice", "--register", "--room", "yard"],
         "",
@@ -245,7 +168,7 @@ async fn ilo_chat_prints_what_it_could_not_open_and_why() {
     let mut bob = Member::join(&ilo.url(""), &ilo.ws_url("/ws"), "bob", "yard").await;
     let mut eve = keyless(&ilo, "eve", "yard").await;
     let mut alice = Following::start(
-        &ilo,
+        &ilo.url(""),
         config.path(),
         &["--user", "alice", "--room", "yard", "--json"],
     );
@@ -295,7 +218,7 @@ async fn plaintext_bots_and_refused_lines() {
     let config = tempfile::tempdir().unwrap();
     let mut eve = keyless(&ilo, "eve", "porch").await;
     let out = ilo_chat(
-        &ilo,
+        &ilo.url(""),
         config.path(),
         &[
             "--user",
@@ -317,7 +240,7 @@ async fn plaintext_bots_and_refused_lines() {
     assert_eq!(eve.next_of("message").await["body"], "beep");
 
     let out = ilo_chat(
-        &ilo,
+        &ilo.url(""),
         config.path(),
         &[
             "--user",
@@ -339,7 +262,7 @@ async fn plaintext_bots_and_refused_lines() {
 
     // Encrypted (the default) with no key file: said plainly, before anything is sent.
     let out = ilo_chat(
-        &ilo,
+        &ilo.url(""),
         tempfile::tempdir().unwrap().path(),
         &["--user", "carol", "--room", "porch"],
         "x\n",
@@ -348,7 +271,7 @@ async fn plaintext_bots_and_refused_lines() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no key file for carol"));
 
-    let wrong = ilo_chat(&ilo, config.path(), &["--user", "nobody"], "").await;
+    let wrong = ilo_chat(&ilo.url(""), config.path(), &["--user", "nobody"], "").await;
     assert!(!wrong.status.success());
     let stderr = String::from_utf8_lossy(&wrong.stderr);
     assert!(stderr.contains("cannot log in as nobody"), "{stderr}");

@@ -63,7 +63,12 @@ export function parseBundle(publicKey) {
   return { bytes, x: bytes.subarray(1, 33), ed: bytes.subarray(33) };
 }
 
-export const kid = async (bundle) => (await sha256(bundle.bytes)).subarray(0, 8);
+const kids = new WeakMap(); // bundle -> its kid: computed once per bundle seen
+
+export function kid(bundle) {
+  if (!kids.has(bundle)) kids.set(bundle, sha256(bundle.bytes).then((d) => d.subarray(0, 8)));
+  return kids.get(bundle);
+}
 
 /** New key pairs whose private halves cannot be exported; `{x, ed, bundle}`, storable in IndexedDB. */
 export async function generateKeys() {
@@ -94,9 +99,9 @@ export async function seal(keys, room, from, text, recipients) {
   new DataView(head.buffer).setBigUint64(25, BigInt(Date.now()));
   const h = concat(ctx, head);
   const cek = crypto.getRandomValues(new Uint8Array(16));
-  const info = concat(CEK_INFO, await sha256(h));
+  const wrap = await hpke.sealer(concat(CEK_INFO, await sha256(h)));
   const records = await Promise.all(recipients.map(async (bundle) => {
-    const { enc, ct } = await hpke.seal(bundle.x, info, new Uint8Array(), cek);
+    const { enc, ct } = await wrap(bundle.x, new Uint8Array(), cek);
     return concat(await kid(bundle), enc, ct);
   }));
   const nonce = crypto.getRandomValues(new Uint8Array(12));

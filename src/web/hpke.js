@@ -49,11 +49,16 @@ async function sharedSecret(dhBytes, enc, pkRm) {
 /** The base-mode key schedule: the AES key and nonce of sequence number 0. */
 let pskIdHash; // the same for every message: base mode has no PSK
 
-async function keySchedule(shared, info) {
+/** The key schedule's context for `info`: the same for every recipient of one message. */
+async function scheduleContext(info) {
   const empty = new Uint8Array();
   pskIdHash ||= await labeledExtract(HPKE_SUITE, empty, "psk_id_hash", empty);
   const infoHash = await labeledExtract(HPKE_SUITE, empty, "info_hash", info);
-  const context = concat(new Uint8Array([0]), pskIdHash, infoHash);
+  return concat(new Uint8Array([0]), pskIdHash, infoHash);
+}
+
+async function keySchedule(shared, context) {
+  const empty = new Uint8Array();
   const secret = await labeledExtract(HPKE_SUITE, shared, "secret", empty);
   const [key, nonce] = await Promise.all([
     labeledExpand(HPKE_SUITE, secret, "key", context, 16),
@@ -62,12 +67,18 @@ async function keySchedule(shared, info) {
   return { key: await subtle.importKey("raw", key, "AES-GCM", false, ["encrypt", "decrypt"]), nonce };
 }
 
-/** SealBase(pkR, info, aad, pt): `{enc, ct}`. `ephemeral` (a CryptoKeyPair) is for tests. */
-export async function seal(pkR, info, aad, pt, ephemeral) {
+/** SealBase(pkR, info, aad, pt) for many recipients of one `info`: a function of
+ *  `(pkR, aad, pt, ephemeral)` giving `{enc, ct}`. `ephemeral` (a CryptoKeyPair) is for tests. */
+export async function sealer(info) {
+  const context = await scheduleContext(info);
+  return (pkR, aad, pt, ephemeral) => sealWith(context, pkR, aad, pt, ephemeral);
+}
+
+async function sealWith(context, pkR, aad, pt, ephemeral) {
   const pair = ephemeral || await subtle.generateKey({ name: "X25519" }, false, ["deriveBits"]);
   const enc = new Uint8Array(await subtle.exportKey("raw", pair.publicKey));
   const shared = await sharedSecret(await dh(pair.privateKey, pkR), enc, pkR);
-  const { key, nonce } = await keySchedule(shared, info);
+  const { key, nonce } = await keySchedule(shared, context);
   const ct = new Uint8Array(await subtle.encrypt({ name: "AES-GCM", iv: nonce, additionalData: aad }, key, pt));
   return { enc, ct };
 }
@@ -75,7 +86,7 @@ export async function seal(pkR, info, aad, pt, ephemeral) {
 /** OpenBase(enc, skR, info, aad, ct): the plaintext; throws when it does not open. */
 export async function open(enc, skR, pkRm, info, aad, ct) {
   const shared = await sharedSecret(await dh(skR, enc), enc, pkRm);
-  const { key, nonce } = await keySchedule(shared, info);
+  const { key, nonce } = await keySchedule(shared, await scheduleContext(info));
   return new Uint8Array(await subtle.decrypt({ name: "AES-GCM", iv: nonce, additionalData: aad }, key, ct));
 }
 
@@ -104,8 +115,8 @@ export async function selfTest() {
   };
   const skE = await importX25519Private(hex.from(v.skEm));
   const pkE = await subtle.importKey("raw", hex.from(v.pkEm), { name: "X25519" }, true, []);
-  const sealed = await seal(hex.from(v.pkRm), hex.from(v.info), hex.from(v.aad), hex.from(v.pt),
-    { privateKey: skE, publicKey: pkE });
+  const seal = await sealer(hex.from(v.info));
+  const sealed = await seal(hex.from(v.pkRm), hex.from(v.aad), hex.from(v.pt), { privateKey: skE, publicKey: pkE });
   const skR = await importX25519Private(hex.from(v.skRm));
   const opened = await open(hex.from(v.pkEm), skR, hex.from(v.pkRm), hex.from(v.info), hex.from(v.aad), hex.from(v.ct));
   return hex.to(sealed.enc) === v.pkEm && hex.to(sealed.ct) === v.ct && hex.to(opened) === v.pt;
