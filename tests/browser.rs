@@ -7,10 +7,16 @@ mod support;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::process::Command;
+use std::time::Duration;
 
 use futures_util::FutureExt;
+use ilo_e2e::safety;
 use serde_json::{Value, json};
 use support::browser::{Browser, Chromedriver};
+use support::ilo_chat::Following;
+use support::process::Process;
+use support::redis::PrivateRedis;
 use support::standalone::TestStandalone;
 
 /// Runs `steps`; if they panic, saves each browser's screenshot first.
@@ -377,3 +383,228 @@ const [done] = arguments;
   done({ runs, seal, open_ms: median(times) });
 })().catch((e) => done({ failure: String(e && e.stack || e) }));
 "#;
+
+/// The launcher as its own process (`cargo run --release` does the same) on a private Redis,
+/// with SQLite in a scratch directory and every log line at debug level kept in a file.
+struct Launched {
+    process: Process,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Launched {
+    async fn start(redis: &PrivateRedis) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = support::postgres::free_port();
+        let log = std::fs::File::create(dir.path().join("ilo.log")).unwrap();
+        let process = Process::spawn(
+            Command::new(env!("CARGO_BIN_EXE_ilo"))
+                .current_dir(dir.path())
+                .env_remove("DATABASE_URL")
+                .env("REDIS_URL", redis.url())
+                .env("ILO_HTTP_ADDR", format!("127.0.0.1:{port}"))
+                .env("RUST_LOG", "debug")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        );
+        let launched = Self { process, dir, port };
+        support::wait_until_ok(&launched.url("/ready"), Duration::from_secs(30)).await;
+        launched
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+}
+
+/// Every file the launcher wrote in `dir`: its log, the database and any journal.
+fn written(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = vec![dir.join("ilo.log")];
+    for entry in std::fs::read_dir(dir.join("data")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    files
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_and_ilo_chat_read_each_other_and_no_plaintext_leaves_them() {
+    let redis = tokio::task::spawn_blocking(PrivateRedis::start)
+        .await
+        .unwrap();
+    let monitor_file = tempfile::NamedTempFile::new().unwrap();
+    let monitor = Process::spawn(
+        Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "monitor"])
+            .stdout(monitor_file.reopen().unwrap()),
+    );
+    let ilo = Launched::start(&redis).await;
+    let config = tempfile::tempdir().unwrap();
+    let driver = Chromedriver::start().await;
+    let alice = driver.browser("alice").await;
+    let from_page = format!("canary-page-{}", uuid::Uuid::new_v4());
+    let from_chat = format!("canary-chat-{}", uuid::Uuid::new_v4());
+    let mut eve = keyless(&ilo.url(""), "eve", "den").await;
+    let mut bob = Following::start(
+        &ilo.url(""),
+        config.path(),
+        &["--user", "bob", "--register", "--room", "den", "--json"],
+    );
+    with_screenshots("no-plaintext", &[&alice], async {
+        register(&alice, &ilo.url("/"), "alice", "Alice-pass-1").await;
+        join(&alice, "den").await;
+        alice.wait_for_text("#member-list", "bob").await;
+        alice
+            .wait_for_text(
+                "#member-list li[data-user='eve']",
+                "cannot receive encrypted messages",
+            )
+            .await;
+
+        say(&alice, &from_page).await;
+        let got = bob.message_from("alice").await;
+        assert_eq!(
+            (&got["text"], &got["encrypted"]),
+            (&json!(from_page), &json!(true))
+        );
+        bob.say(&from_chat);
+        alice.wait_for_text(&log("den"), &from_chat).await;
+        // Shown as encrypted, not as plaintext.
+        let line = format!("{} li.message.encrypted:last-child", log("den"));
+        alice.wait_for_text(&line, &from_chat).await;
+
+        for _ in 0..2 {
+            let frame = eve.next_of("message").await;
+            let body = frame["body"].as_str().unwrap();
+            assert!(body.starts_with("e2e1."), "{body}");
+            assert!(!body.contains(&from_page) && !body.contains(&from_chat));
+        }
+    })
+    .await;
+    drop(bob);
+    alice.close().await;
+    let Launched { process, dir, .. } = ilo;
+    assert!(process.terminate().await, "the launcher stops cleanly");
+    drop(monitor);
+    let files = written(dir.path());
+    let log = std::fs::read(dir.path().join("ilo.log")).unwrap();
+    assert!(contains(&log, "user created"), "the log was written");
+
+    let traffic = std::fs::read(monitor_file.path()).unwrap();
+    assert!(
+        contains(&traffic, "e2e1."),
+        "MONITOR saw the messages go by"
+    );
+    for (what, bytes) in std::iter::once(("Redis traffic".to_owned(), traffic)).chain(
+        files
+            .iter()
+            .map(|f| (f.display().to_string(), std::fs::read(f).unwrap())),
+    ) {
+        for canary in [&from_page, &from_chat] {
+            assert!(!contains(&bytes, canary), "{canary} found in {what}");
+        }
+    }
+}
+
+/// A member with no E2E key, on a raw WebSocket: what the server side sees.
+async fn keyless(server: &str, name: &str, room: &str) -> support::ws::Ws {
+    let api = ilo_client::rest::Api::new(server);
+    let key = api.new_api_key().await.unwrap();
+    api.register(name, "Listen-pass-1", &support::public_key(), &key)
+        .await
+        .unwrap();
+    let token = api.login(name, "Listen-pass-1", &key).await.unwrap().token;
+    let url = format!("{}/ws/{room}", server.replacen("http", "ws", 1));
+    let mut ws = support::ws::connect(&url, &token, support::ws::Presented::Header)
+        .await
+        .unwrap();
+    ws.welcome().await;
+    ws.next_of("joined").await;
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_numbers_match_and_a_verified_users_new_key_holds_sending() {
+    let ilo = TestStandalone::spawn().await;
+    let driver = Chromedriver::start().await;
+    let (alice, bob) = (driver.browser("alice").await, driver.browser("bob").await);
+    let bob_elsewhere = driver.browser("bob-2").await;
+    let base = ilo.url("/");
+    with_screenshots("verify", &[&alice, &bob, &bob_elsewhere], async {
+        register(&alice, &base, "alice", "Alice-pass-1").await;
+        register(&bob, &base, "bob", "Bob-pass-12").await;
+        join(&alice, "loft").await;
+        join(&bob, "loft").await;
+
+        // Both see the same safety number, and it is the one ilo-e2e computes.
+        let seen_by_alice = safety_number_seen(&alice, "bob").await;
+        let seen_by_bob = safety_number_seen(&bob, "alice").await;
+        assert_eq!(seen_by_alice, seen_by_bob);
+        let api = ilo_client::rest::Api::new(ilo.url(""));
+        let bundle = |key: String| ilo_e2e::Bundle::parse(&key).unwrap();
+        let (a, b) = (
+            bundle(api.public_key("alice").await.unwrap()),
+            bundle(api.public_key("bob").await.unwrap()),
+        );
+        let expected = safety::grouped(&safety::safety_number(("alice", &a), ("bob", &b)));
+        assert_eq!(seen_by_alice, expected);
+        alice.click("#verify-mark").await;
+        alice
+            .wait_for_text("#member-list li[data-user='bob']", "verified")
+            .await;
+        bob.click("#verify-close").await;
+
+        // Bob logs in from a browser with no key: it offers a new one, and says what that means.
+        bob_elsewhere.open(&base).await;
+        bob_elsewhere.fill("#username", "bob").await;
+        bob_elsewhere.fill("#password", "Bob-pass-12").await;
+        bob_elsewhere.click("#login").await;
+        bob_elsewhere
+            .wait_for_text("#key-why", "no encryption key")
+            .await;
+        bob_elsewhere
+            .wait_for_text("#key-setup", "will see that your key changed")
+            .await;
+        bob_elsewhere.fill("#key-password", "Bob-pass-12").await;
+        bob_elsewhere.click("#new-key").await;
+        bob_elsewhere.wait_for_text("#status", "Connected").await;
+        // Every session of bob ended: his first browser is back at the login form.
+        bob.wait_for_text("#status", "session has ended").await;
+        join(&bob_elsewhere, "loft").await;
+
+        alice
+            .wait_for_text(&log("loft"), "bob's key changed, and you had verified bob")
+            .await;
+        say(&alice, "held back").await;
+        alice.wait_for_text("#send-error", "Not sent").await;
+        alice.click("#member-list button[data-verify='bob']").await;
+        alice
+            .wait_for_text("#verify-state", "changed since you verified")
+            .await;
+        alice.click("#verify-accept").await;
+        say(&alice, "after accepting").await;
+        bob_elsewhere
+            .wait_for_text(&log("loft"), "after accepting")
+            .await;
+        assert!(!bob_elsewhere.text(&log("loft")).await.contains("held back"));
+    })
+    .await;
+    for browser in [alice, bob, bob_elsewhere] {
+        browser.close().await;
+    }
+    ilo.stop().await;
+}
+
+/// Opens the verify view for `other` from the member list; the safety number it shows.
+async fn safety_number_seen(browser: &Browser, other: &str) -> String {
+    browser
+        .click(&format!("#member-list button[data-verify='{other}']"))
+        .await;
+    browser.wait_for_text("#safety-number", " ").await
+}
