@@ -415,7 +415,6 @@ impl Launched {
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
-
 }
 
 /// Every file the launcher wrote in `dir`: its log, the database and any journal.

@@ -1,8 +1,9 @@
 //! `ilo-bench`: `ilo-bench api` measures ilo-api, `ilo-bench potion` (also the `potion-bench`
-//! binary) measures relays, `ilo-bench floor` what loopback writes alone cost.
+//! binary) measures relays, `ilo-bench floor` what loopback writes alone cost, `ilo-bench e2e`
+//! what end-to-end encryption costs a client.
 
 use clap::{Parser, Subcommand};
-use ilo_bench::{api, floor, potion};
+use ilo_bench::{api, e2e, floor, potion};
 
 #[derive(Parser)]
 #[command(name = "ilo-bench", about)]
@@ -19,6 +20,8 @@ enum Command {
     Potion(potion::Options),
     /// Measure the kernel's cost of a relay's writes alone, with no relay (the floor).
     Floor(floor::Options),
+    /// Measure sealing and opening ilo-e2e/1 messages.
+    E2e(e2e::Options),
 }
 
 #[tokio::main]
@@ -27,5 +30,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Api(options) => api::run(options).await,
         Command::Potion(options) => potion::run(options).await,
         Command::Floor(options) => floor::run(options).await,
+        Command::E2e(options) => e2e::run(options).await,
     }
 }

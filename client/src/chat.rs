@@ -147,7 +147,7 @@ impl Chat {
         reference: Option<String>,
     ) -> Result<(), SendError> {
         let body = match &self.e2e {
-            Some(e2e) => e2e.seal(room, text, self.max_body)?,
+            Some(e2e) => e2e.seal(room, text, self.max_body).await?,
             None => text.to_owned(),
         };
         self.send(&ClientFrame::Send {

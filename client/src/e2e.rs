@@ -3,6 +3,7 @@
 //! plain words about what it is. Trust on first use is the [`Keyring`]'s.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ilo_e2e::{Body, Bundle, E2eError, Keys};
@@ -88,7 +89,8 @@ impl Room {
 
 /// A user's keys, the rooms' members and what is known of their keys.
 pub struct E2e {
-    keys: Keys,
+    /// Shared with the blocking thread that seals.
+    keys: Arc<Keys>,
     me: Option<String>,
     keyring: Keyring,
     directory: Option<Api>,
@@ -101,7 +103,7 @@ impl E2e {
     /// `directory` is asked for the key of a sender the room no longer lists.
     pub fn new(keys: Keys, keyring: Keyring, directory: Option<Api>) -> Self {
         Self {
-            keys,
+            keys: Arc::new(keys),
             me: None,
             keyring,
             directory,
@@ -208,9 +210,10 @@ impl E2e {
         })
     }
 
-    /// Seals `text` for `room`'s members who have a key, and for this user.
-    pub fn seal(&self, room: &str, text: &str, max_body: usize) -> Result<String, SendError> {
-        let (Some(me), Some(entry)) = (self.me.as_deref(), self.rooms.get(room)) else {
+    /// Seals `text` for `room`'s members who have a key, and for this user. The X25519 work
+    /// (milliseconds for a large room) runs on tokio's blocking pool, off the executor.
+    pub async fn seal(&self, room: &str, text: &str, max_body: usize) -> Result<String, SendError> {
+        let (Some(me), Some(entry)) = (self.me.clone(), self.rooms.get(room)) else {
             return Err(SendError::NotJoined(room.to_owned()));
         };
         let held: Vec<String> = entry
@@ -225,9 +228,11 @@ impl E2e {
         let others = entry
             .members
             .iter()
-            .filter(|(user, _)| user.as_str() != me)
-            .filter_map(|(_, bundle)| bundle.as_ref());
-        let recipients: Vec<&Bundle> = std::iter::once(self.keys.bundle()).chain(others).collect();
+            .filter(|(user, _)| **user != me)
+            .filter_map(|(_, bundle)| bundle.clone());
+        let recipients: Vec<Bundle> = std::iter::once(self.keys.bundle().clone())
+            .chain(others)
+            .collect();
         let len = ilo_e2e::body_len(recipients.len(), text);
         if len > max_body {
             return Err(SendError::TooLarge {
@@ -236,7 +241,11 @@ impl E2e {
                 max: max_body,
             });
         }
-        ilo_e2e::seal(&self.keys, room, me, text, recipients).map_err(SendError::Seal)
+        let (keys, room, text) = (Arc::clone(&self.keys), room.to_owned(), text.to_owned());
+        tokio::task::spawn_blocking(move || ilo_e2e::seal(&keys, &room, &me, &text, &recipients))
+            .await
+            .map_err(|_| SendError::Seal(ilo_e2e::E2eError::Recipients))?
+            .map_err(SendError::Seal)
     }
 
     /// Opens a message `from` sent in `room`. `None`: a message id already seen in that room
@@ -330,7 +339,7 @@ mod tests {
         let members = vec![member("alice", &a), member("bob", &b)];
         let mut alice = session("alice", a, "lobby", members.clone());
         let mut bob = session("bob", b, "lobby", members);
-        let body = alice.seal("lobby", "hi bob", 16_384).expect("sealed");
+        let body = alice.seal("lobby", "hi bob", 16_384).await.expect("sealed");
         assert!(!body.contains("hi bob"));
         assert_eq!(
             bob.open("lobby", "alice", &body).await,
@@ -361,10 +370,16 @@ mod tests {
             room: "lobby".into(),
             members: vec![member("alice", alice.keys()), member("bob", &b)],
         });
-        let before = alice.seal("lobby", "before carol", 16_384).expect("sealed");
+        let before = alice
+            .seal("lobby", "before carol", 16_384)
+            .await
+            .expect("sealed");
         alice.track(&presence("bob", PresenceEvent::Leave, None));
         alice.track(&presence("carol", PresenceEvent::Join, Some(&c)));
-        let after = alice.seal("lobby", "after carol", 16_384).expect("sealed");
+        let after = alice
+            .seal("lobby", "after carol", 16_384)
+            .await
+            .expect("sealed");
         let alice_listed = vec![member("alice", alice.keys()), member("carol", &c)];
         let mut carol = session("carol", c, "lobby", alice_listed);
         assert_eq!(
@@ -382,8 +397,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_changed_key_is_announced_and_a_verified_one_holds_sending() {
+    #[tokio::test]
+    async fn a_changed_key_is_announced_and_a_verified_one_holds_sending() {
         let (a, b, b2) = (Keys::generate(), Keys::generate(), Keys::generate());
         let mut alice = session("alice", a, "lobby", vec![]);
         alice.track(&presence("bob", PresenceEvent::Join, Some(&b)));
@@ -399,15 +414,15 @@ mod tests {
             }]
         );
         assert_eq!(
-            alice.seal("lobby", "hi", 16_384),
+            alice.seal("lobby", "hi", 16_384).await,
             Err(SendError::KeyHeld(vec!["bob".into()]))
         );
         assert!(alice.keyring_mut().trust("bob"));
-        assert!(alice.seal("lobby", "hi", 16_384).is_ok());
+        assert!(alice.seal("lobby", "hi", 16_384).await.is_ok());
     }
 
-    #[test]
-    fn a_text_too_large_for_the_room_is_refused_before_sending() {
+    #[tokio::test]
+    async fn a_text_too_large_for_the_room_is_refused_before_sending() {
         let mut alice = session("alice", Keys::generate(), "lobby", vec![]);
         for i in 0..50 {
             alice.track(&presence(
@@ -418,12 +433,17 @@ mod tests {
         }
         let text = "x".repeat(9_000);
         assert!(matches!(
-            alice.seal("lobby", &text, 16_384),
+            alice.seal("lobby", &text, 16_384).await,
             Err(SendError::TooLarge { recipients: 51, .. })
         ));
-        assert!(alice.seal("lobby", &"x".repeat(7_000), 16_384).is_ok());
+        assert!(
+            alice
+                .seal("lobby", &"x".repeat(7_000), 16_384)
+                .await
+                .is_ok()
+        );
         assert_eq!(
-            alice.seal("kitchen", "hi", 16_384),
+            alice.seal("kitchen", "hi", 16_384).await,
             Err(SendError::NotJoined("kitchen".into()))
         );
     }
