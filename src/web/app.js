@@ -375,7 +375,7 @@ async function onFrame(frame) {
     case "welcome":
       chat.attempt = 0;
       chat.me = frame.user;
-      status(`Connected as ${frame.user}. Messages are end-to-end encrypted.`);
+      status("Connected. Messages are end-to-end encrypted.");
       for (const room of chat.wanted) send({ type: "join", room });
       setComposer(Boolean(chat.active));
       break;
@@ -643,10 +643,39 @@ function addUnreadable(frame, kind) {
 }
 
 const BADGES = {
-  verified: ["🔒 verified", "End-to-end encrypted, signed by the sender, whose safety number you verified"],
-  encrypted: ["🔒", "End-to-end encrypted and signed by the sender's key"],
+  verified: ["encrypted, verified sender", "End-to-end encrypted, signed by the sender, whose safety number you verified"],
+  encrypted: ["encrypted", "End-to-end encrypted and signed by the sender's key"],
   plain: ["not encrypted", "Sent without end-to-end encryption: the server could read or change it"],
 };
+
+/** A small padlock, drawn here rather than taken from an emoji font the system may lack. */
+function lock() {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 16 16");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", "M4 7V5a4 4 0 0 1 8 0v2h1v8H3V7zm2 0h4V5a2 2 0 0 0-4 0z");
+  svg.append(path);
+  return svg;
+}
+
+function badge(how) {
+  const span = document.createElement("span");
+  span.className = `badge ${how}`;
+  const [label, title] = BADGES[how];
+  span.title = title;
+  if (how === "plain") {
+    span.textContent = label;
+    return span;
+  }
+  const hidden = document.createElement("span");
+  hidden.className = "visually-hidden";
+  hidden.textContent = label;
+  span.append(lock(), hidden);
+  if (how === "verified") span.append("✓");
+  return span;
+}
 
 function messageLine(frame, text, how) {
   const li = document.createElement("li");
@@ -658,13 +687,10 @@ function messageLine(frame, text, how) {
   const from = document.createElement("span");
   from.className = "from";
   from.textContent = frame.from;
-  const badge = document.createElement("span");
-  badge.className = `badge ${how}`;
-  [badge.textContent, badge.title] = BADGES[how];
   const body = document.createElement("span");
   body.className = "body";
   body.textContent = text;
-  li.append(time, from, badge, body);
+  li.append(time, from, badge(how), body);
   return li;
 }
 
