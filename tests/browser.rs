@@ -137,6 +137,21 @@ async fn a_wrong_password_and_broken_rules_are_shown_on_the_form() {
         carol.fill("#password", "Dave-pass-1").await;
         carol.click("#register").await;
         carol.wait_for_text("#username-error", "whitespace").await;
+
+        // A reply that is not Ilo's JSON (a proxy's 502 page) still says something useful.
+        carol
+            .client
+            .execute(
+                "window.fetch = async () => new Response('<html><body>502 Bad Gateway</body></html>', \
+                 { status: 502, statusText: 'Bad Gateway', headers: { 'content-type': 'text/html' } });",
+                vec![],
+            )
+            .await
+            .unwrap();
+        carol.fill("#username", "carol").await;
+        carol.fill("#password", "Carol-pass-1").await;
+        carol.click("#login").await;
+        carol.wait_for_text("#auth-error", "The server answered 502 Bad Gateway").await;
     })
     .await;
     carol.close().await;
