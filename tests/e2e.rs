@@ -43,14 +43,7 @@ async fn body_from(ws: &mut Ws, from: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_are_sealed_for_the_members_of_the_moment_on_every_relay() {
-    let api = TestApp::spawn(Backend::Sqlite).await;
-    let redis = tokio::task::spawn_blocking(PrivateRedis::start)
-        .await
-        .unwrap();
-    let relays = [
-        TestRelay::spawn(&api, Some(&redis.url()), |_| {}).await,
-        TestRelay::spawn(&api, Some(&redis.url()), |_| {}).await,
-    ];
+    let (api, _redis, relays) = two_relays().await;
     let (server, ws) = (api.url(""), |i: usize| relays[i].ws_url("/ws"));
     let mut alice = Member::join(&server, &ws(0), "alice", "lobby").await;
     let mut bob = Member::join(&server, &ws(1), "bob", "lobby").await;
@@ -107,14 +100,7 @@ async fn messages_are_sealed_for_the_members_of_the_moment_on_every_relay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_moved_to_another_room_or_sender_is_refused_by_every_reader() {
-    let api = TestApp::spawn(Backend::Sqlite).await;
-    let redis = tokio::task::spawn_blocking(PrivateRedis::start)
-        .await
-        .unwrap();
-    let relays = [
-        TestRelay::spawn(&api, Some(&redis.url()), |_| {}).await,
-        TestRelay::spawn(&api, Some(&redis.url()), |_| {}).await,
-    ];
+    let (api, _redis, relays) = two_relays().await;
     let server = api.url("");
     let mut alice = Member::join(&server, &relays[0].ws_url("/ws"), "alice", "lobby").await;
     let mut bob = Member::join(&server, &relays[1].ws_url("/ws"), "bob", "lobby").await;
@@ -174,4 +160,17 @@ async fn log_in(api: &TestApp, name: &str) -> String {
     let client = Api::new(api.url(""));
     let key = client.new_api_key().await.unwrap();
     client.login(name, PASSWORD, &key).await.unwrap().token
+}
+
+/// ilo-api and two relays sharing a private Redis (kept running while the result is held).
+async fn two_relays() -> (TestApp, PrivateRedis, [TestRelay; 2]) {
+    let api = TestApp::spawn(Backend::Sqlite).await;
+    let redis = tokio::task::spawn_blocking(PrivateRedis::start)
+        .await
+        .unwrap();
+    let relays = [
+        TestRelay::spawn(&api, Some(&redis.url()), |_| {}).await,
+        TestRelay::spawn(&api, Some(&redis.url()), |_| {}).await,
+    ];
+    (api, redis, relays)
 }

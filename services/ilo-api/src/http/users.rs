@@ -215,6 +215,18 @@ async fn verify_password(
     }
 }
 
+/// The logged-in user, once they have typed their password again (under the same failure
+/// limits as a login): what deleting an account or replacing its key asks for.
+async fn confirm_password(
+    state: &AppState,
+    req: &HttpRequest,
+    username: &str,
+    password: String,
+) -> Result<store::UserRow, ApiError> {
+    refuse_overlong(&password)?;
+    verify_password(state, req, Some(&Username::key_of(username)), password).await
+}
+
 fn refuse_overlong(password: &str) -> Result<(), ApiError> {
     if domain::password_too_long(password) {
         return Err(ApiError::Invalid(vec![Violation::new(
@@ -307,9 +319,7 @@ pub async fn delete(
     let Some(password) = required("password", body.into_inner().password, &mut broken) else {
         return Err(ApiError::Invalid(broken));
     };
-    refuse_overlong(&password)?;
-    let user_key = Username::key_of(&session.username);
-    let user = verify_password(&state, &req, Some(&user_key), password).await?;
+    let user = confirm_password(&state, &req, &session.username, password).await?;
     let revoked = state
         .store
         .run(move |conn| store::delete_user(conn, &user.id))
@@ -346,9 +356,7 @@ pub async fn replace_public_key(
     let (Some(password), Some(public_key)) = (password, public_key) else {
         return Err(ApiError::Invalid(broken));
     };
-    refuse_overlong(&password)?;
-    let user_key = Username::key_of(&session.username);
-    let user = verify_password(&state, &req, Some(&user_key), password).await?;
+    let user = confirm_password(&state, &req, &session.username, password).await?;
     let public_key = public_key.into_inner();
     let revoked = state
         .store

@@ -197,11 +197,7 @@ pub fn delete_session(conn: &mut AnyConnection, session_id: &str) -> Result<bool
 /// Deletes a user and all its sessions; returns the sessions' ids.
 pub fn delete_user(conn: &mut AnyConnection, user_id: &str) -> Result<Vec<String>, StoreError> {
     write_transaction(conn, |conn| {
-        let revoked = sessions::table
-            .filter(sessions::user_id.eq(user_id))
-            .select(sessions::id)
-            .load(conn)?;
-        diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)?;
+        let revoked = delete_sessions_of(conn, user_id)?;
         diesel::delete(users::table.filter(users::id.eq(user_id))).execute(conn)?;
         Ok(revoked)
     })
@@ -215,16 +211,23 @@ pub fn replace_public_key(
     public_key: &str,
 ) -> Result<Vec<String>, StoreError> {
     write_transaction(conn, |conn| {
-        let revoked = sessions::table
-            .filter(sessions::user_id.eq(user_id))
-            .select(sessions::id)
-            .load(conn)?;
-        diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)?;
+        let revoked = delete_sessions_of(conn, user_id)?;
         diesel::update(users::table.filter(users::id.eq(user_id)))
             .set(users::public_key.eq(public_key))
             .execute(conn)?;
         Ok(revoked)
     })
+}
+
+/// Deletes every session of a user (inside the caller's transaction); their ids, which the
+/// caller must revoke.
+fn delete_sessions_of(conn: &mut AnyConnection, user_id: &str) -> QueryResult<Vec<String>> {
+    let ids = sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .select(sessions::id)
+        .load(conn)?;
+    diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)?;
+    Ok(ids)
 }
 
 /// Removes sessions that expired before `now`; how many.
