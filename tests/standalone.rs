@@ -55,12 +55,23 @@ async fn one_port_serves_rest_the_relay_and_the_web_client() {
         page.text()
             .await
             .unwrap()
-            .contains(r#"<script src="/app.js""#)
+            .contains(r#"<script type="module" src="/app.js""#)
     );
-    for asset in ["/app.js", "/style.css"] {
+    for asset in [
+        "/app.js",
+        "/e2e.js",
+        "/hpke.js",
+        "/keystore.js",
+        "/style.css",
+    ] {
         let reply = reqwest::get(ilo.url(asset)).await.unwrap();
         assert_eq!(reply.status(), 200, "{asset}");
-        let text = reply.text().await.unwrap();
+        // The SVG namespace is a name, not a server.
+        let text = reply
+            .text()
+            .await
+            .unwrap()
+            .replace("http://www.w3.org/2000/svg", "");
         assert!(
             !text.contains("http://") && !text.contains("https://"),
             "{asset} names no other server"
