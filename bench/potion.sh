@@ -23,7 +23,7 @@ pids+=($!)
 relay_pids=()
 for port in 18081 18082; do
   POTION_ADDR=127.0.0.1:$port ILO_GRPC_URL=http://127.0.0.1:15051 REDIS_URL=redis://127.0.0.1:16379/ \
-    POTION_SEND_RATE=0 RUST_LOG=warn target/release/potion >"$dir/potion-$port.log" 2>&1 &
+    POTION_SEND_RATE=0 POTION_MAX_CONNECTIONS_PER_ADDRESS=1000000 RUST_LOG=warn target/release/potion >"$dir/potion-$port.log" 2>&1 &
   pids+=($!)
   relay_pids+=($!)
 done

@@ -1,5 +1,8 @@
-//! What every Ilo binary shares: one logging setup, one shutdown signal, and the probe that
-//! container health checks run (the images hold no shell, curl or wget).
+//! What every Ilo binary shares: one logging setup, one shutdown signal, the probe that
+//! container health checks run (the images hold no shell, curl or wget), and [`proxies`]: who
+//! the client is behind a load balancer.
+
+pub mod proxies;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

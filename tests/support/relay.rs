@@ -15,7 +15,7 @@ pub struct TestRelay {
 }
 
 impl TestRelay {
-    /// A relay on an ephemeral port, send limit off unless `adjust` sets it.
+    /// A relay on an ephemeral port, send and join limits off unless `adjust` sets them.
     pub async fn spawn(
         api: &TestApp,
         redis: Option<&str>,
@@ -24,6 +24,7 @@ impl TestRelay {
         let mut config = Config::for_tests(&api.grpc_url());
         config.redis_url = redis.map(str::to_owned);
         config.send_rate = 0;
+        config.join_rate = 0;
         adjust(&mut config);
         let app = Application::build(config).await.expect("potion starts");
         let addr = app.addr();

@@ -50,7 +50,7 @@ pub struct Config {
         value_delimiter = ',',
         default_value = ""
     )]
-    pub trusted_proxies: Vec<TrustedProxy>,
+    pub trusted_proxies: Vec<ilo_runtime::proxies::TrustedProxy>,
 
     /// Threads hashing passwords at once (default: the number of CPUs).
     #[arg(long, env = "ILO_HASH_THREADS")]
@@ -83,8 +83,8 @@ impl Config {
         self.hash_threads.unwrap_or_else(cpus)
     }
 
-    pub fn trusted_proxies(&self) -> Vec<crate::proxies::Cidr> {
-        self.trusted_proxies.iter().filter_map(|p| p.0).collect()
+    pub fn trusted_proxies(&self) -> Vec<ilo_runtime::proxies::IpNet> {
+        ilo_runtime::proxies::blocks(&self.trusted_proxies)
     }
 
     pub fn http_workers(&self) -> usize {
@@ -94,20 +94,6 @@ impl Config {
 
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from)
-}
-
-/// One entry of `ILO_TRUSTED_PROXIES` (an empty entry is ignored).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustedProxy(pub Option<crate::proxies::Cidr>);
-
-impl std::str::FromStr for TrustedProxy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.trim().is_empty() {
-            return Ok(Self(None));
-        }
-        s.parse().map(|c| Self(Some(c)))
-    }
 }
 
 /// A URL that may hold a password: printed with the password masked.

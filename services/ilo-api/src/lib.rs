@@ -10,7 +10,6 @@ mod http;
 pub mod limits;
 mod metrics;
 pub mod passwords;
-pub mod proxies;
 pub mod secrets;
 mod startup;
 mod state;

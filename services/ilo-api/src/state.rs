@@ -6,9 +6,9 @@ use std::time::Duration;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
-use crate::proxies::Cidr;
 use crate::store::Store;
 use crate::tokens::Tokens;
+use ilo_runtime::proxies::IpNet;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -19,5 +19,5 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub token_ttl: Duration,
     /// Proxies allowed to name the client (`ILO_TRUSTED_PROXIES`).
-    pub trusted_proxies: Arc<[Cidr]>,
+    pub trusted_proxies: Arc<[IpNet]>,
 }

@@ -42,6 +42,37 @@ pub struct Config {
     #[arg(long, env = "POTION_SEND_RATE", default_value_t = 20)]
     pub send_rate: u32,
 
+    /// Joins and leaves per connection allowed in a burst.
+    #[arg(long, env = "POTION_JOIN_BURST", default_value_t = 20)]
+    pub join_burst: u32,
+
+    /// Joins and leaves per connection per second after the burst (0: unlimited).
+    #[arg(long, env = "POTION_JOIN_RATE", default_value_t = 5)]
+    pub join_rate: u32,
+
+    /// Open connections per user on this relay; past it, upgrades get 429.
+    #[arg(long, env = "POTION_MAX_CONNECTIONS_PER_USER", default_value_t = 32)]
+    pub max_connections_per_user: usize,
+
+    /// Open connections per client address on this relay; past it, upgrades get 429.
+    #[arg(
+        long,
+        env = "POTION_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    pub max_connections_per_address: usize,
+
+    /// Load balancers whose `X-Forwarded-For` names the client, for the per-address cap
+    /// (comma-separated addresses or blocks such as `10.0.0.0/8`); empty: the TCP peer is the
+    /// client. Trust only your own load balancer.
+    #[arg(
+        long,
+        env = "POTION_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub trusted_proxies: Vec<ilo_runtime::proxies::TrustedProxy>,
+
     /// Outbound frames queued per connection before it is closed with 4009.
     #[arg(long, env = "POTION_QUEUE", default_value_t = 1024)]
     pub queue: usize,

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use ilo_protocol::{ClientFrame, MAX_REF_CHARS, PresenceEvent, ServerFrame, close, is_valid_room};
 
+use crate::bucket::{Bucket, Verdict};
 use crate::bus::envelope;
+use crate::caps::Slot;
 use crate::hub::{ConnHandle, ConnId, Identity, JoinError, Left};
 use crate::outbox::{Outbox, Refused};
 use crate::relay::Relay;
@@ -26,6 +28,7 @@ pub fn start(
     outbox: Arc<Outbox>,
     incoming: Incoming,
     room: Option<String>,
+    slot: Slot,
 ) {
     let id = relay.next_conn_id();
     let welcome = ServerFrame::Welcome {
@@ -40,18 +43,31 @@ pub fn start(
             identity: identity.clone(),
         },
     );
-    if relay.is_stopping() {
+    if relay.auth.is_revoked(&identity.session_id) {
+        // Revoked while its validation was in flight: revocation wins.
+        outbox.close(close::INVALID_SESSION);
+    } else if relay.is_stopping() {
         outbox.close(close::GOING_AWAY);
     }
+    let config = &relay.config;
+    let sends = Bucket::new(config.send_burst, config.send_rate);
+    let churn = Bucket::new(config.join_burst, config.join_rate);
     let conn = Conn {
         relay,
         id,
         identity,
         outbox,
-        bucket: None,
-        strikes: 0,
+        sends,
+        churn,
+        _slot: slot,
     };
     actix_web::rt::spawn(conn.read(incoming, room));
+}
+
+#[derive(Clone, Copy)]
+enum Limit {
+    Sends,
+    Churn,
 }
 
 /// The reader's state.
@@ -60,10 +76,13 @@ struct Conn {
     id: ConnId,
     identity: Arc<Identity>,
     outbox: Arc<Outbox>,
-    /// Send tokens left and when they were counted; `None` until the first send.
-    bucket: Option<(f64, Instant)>,
-    /// Sends refused in a row; past the burst the connection is closed with 4008.
-    strikes: u32,
+    /// `POTION_SEND_BURST` / `POTION_SEND_RATE`.
+    sends: Bucket,
+    /// Joins and leaves (`POTION_JOIN_BURST` / `POTION_JOIN_RATE`): each one makes presence
+    /// traffic for every member of the room, so churn is limited like sends.
+    churn: Bucket,
+    /// Its place under the connection caps, given back when the reader ends.
+    _slot: Slot,
 }
 
 impl Conn {
@@ -120,8 +139,13 @@ impl Conn {
 
     async fn on_text(&mut self, text: &str) {
         match serde_json::from_str::<ClientFrame>(text) {
-            Ok(ClientFrame::Join { room }) => self.join(room, None).await,
-            Ok(ClientFrame::Leave { room }) => self.leave(room).await,
+            Ok(ClientFrame::Join { room }) if self.allowed(Limit::Churn, &None) => {
+                self.join(room, None).await;
+            }
+            Ok(ClientFrame::Leave { room }) if self.allowed(Limit::Churn, &None) => {
+                self.leave(room).await;
+            }
+            Ok(ClientFrame::Join { .. } | ClientFrame::Leave { .. }) => {}
             Ok(ClientFrame::Send {
                 room,
                 body,
@@ -235,7 +259,7 @@ impl Conn {
             let detail = format!("ref is at most {MAX_REF_CHARS} characters");
             return self.reply(ServerFrame::error("bad_frame", detail, None));
         }
-        if !self.take_send_token(&reference) {
+        if !self.allowed(Limit::Sends, &reference) {
             return;
         }
         let max_body = self.relay.config.max_body;
@@ -276,38 +300,27 @@ impl Conn {
         }
     }
 
-    /// The per-connection send limit: a token bucket of `POTION_SEND_BURST` refilled at
-    /// `POTION_SEND_RATE` per second. Refusals answer `rate_limited`; a flood closes with 4008.
-    fn take_send_token(&mut self, reference: &Option<String>) -> bool {
-        let config = &self.relay.config;
-        if config.send_rate == 0 {
-            return true;
+    /// Takes a token from one of the connection's limits. Refusals answer `rate_limited`; a
+    /// client that keeps pushing is closed with 4008.
+    fn allowed(&mut self, limit: Limit, reference: &Option<String>) -> bool {
+        let (bucket, what) = match limit {
+            Limit::Sends => (&mut self.sends, "messages"),
+            Limit::Churn => (&mut self.churn, "joins and leaves"),
+        };
+        let verdict = bucket.take(Instant::now());
+        let detail = format!("at most {} {what} per second", bucket.rate());
+        match verdict {
+            Verdict::Allowed => return true,
+            Verdict::Refused => {
+                self.reply(ServerFrame::error(
+                    "rate_limited",
+                    detail,
+                    reference.clone(),
+                ));
+            }
+            Verdict::Exceeded => self.close(close::RATE_LIMITED),
         }
-        let (burst, rate) = (
-            f64::from(config.send_burst.max(1)),
-            f64::from(config.send_rate),
-        );
-        let now = Instant::now();
-        let (tokens, at) = self.bucket.unwrap_or((burst, now));
-        let tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(burst);
-        if tokens >= 1.0 {
-            self.bucket = Some((tokens - 1.0, now));
-            self.strikes = 0;
-            return true;
-        }
-        self.bucket = Some((tokens, now));
-        self.strikes += 1;
         self.relay.metrics.rate_limited.inc();
-        if self.strikes > config.send_burst {
-            self.close(close::RATE_LIMITED);
-        } else {
-            let detail = format!("at most {} messages per second", config.send_rate);
-            self.reply(ServerFrame::error(
-                "rate_limited",
-                detail,
-                reference.clone(),
-            ));
-        }
         false
     }
 

@@ -3,7 +3,9 @@
 //! through the `bus` (in process, or Redis pub/sub).
 
 pub mod auth;
+mod bucket;
 pub mod bus;
+mod caps;
 pub mod config;
 mod connection;
 pub mod hub;

@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use crate::auth::Auth;
 use crate::bus::Bus;
+use crate::caps::Caps;
 use crate::config::Config;
 use crate::hub::{ConnId, Hub};
 use crate::metrics::Metrics;
@@ -17,6 +18,8 @@ pub struct Relay {
     pub bus: Arc<dyn Bus>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
+    pub(crate) caps: Arc<Caps>,
+    pub(crate) trusted_proxies: Vec<ilo_runtime::proxies::IpNet>,
     /// Random per process: makes message ids unique across relays.
     pub relay_id: String,
     pub stopping: watch::Receiver<bool>,
@@ -34,7 +37,13 @@ impl Relay {
         relay_id: String,
         stopping: watch::Receiver<bool>,
     ) -> Self {
+        let caps = Arc::new(Caps::new(
+            config.max_connections_per_user,
+            config.max_connections_per_address,
+        ));
         Self {
+            caps,
+            trusted_proxies: ilo_runtime::proxies::blocks(&config.trusted_proxies),
             config,
             hub,
             bus,

@@ -262,6 +262,7 @@ impl Incoming {
 
     /// The next complete message already buffered, if any.
     fn decode(&mut self) -> Result<Option<Received>, ReadError> {
+        self.refuse_oversized()?;
         while let Some(frame) = self.codec.decode(&mut self.buf).map_err(|e| match e {
             ProtocolError::Overflow => ReadError::TooBig,
             _ => ReadError::Protocol,
@@ -279,6 +280,25 @@ impl Incoming {
             }
         }
         Ok(None)
+    }
+
+    /// Refuses a frame as soon as its header says that it, or the fragmented message it
+    /// continues, would pass the limit: actix-http's codec checks only once the whole frame is
+    /// buffered, so a header claiming 2^40 bytes would otherwise be followed into memory.
+    fn refuse_oversized(&self) -> Result<(), ReadError> {
+        let Some(declared) = declared_len(&self.buf) else {
+            return Ok(());
+        };
+        // A control frame (opcode 8 and up) may come between fragments; it is not part of them.
+        let control = self.buf.first().is_some_and(|b| b & 0x08 != 0);
+        let so_far = match &self.partial {
+            Some((_, bytes)) if !control => bytes.len() as u64,
+            _ => 0,
+        };
+        if declared.saturating_add(so_far) > self.max_message as u64 {
+            return Err(ReadError::TooBig);
+        }
+        Ok(())
     }
 
     fn assemble(&mut self, item: Item) -> Result<Option<Received>, ReadError> {
@@ -307,6 +327,21 @@ impl Incoming {
         } else {
             Ok(Some(Received::Binary))
         }
+    }
+}
+
+/// The payload length the next frame's header declares (RFC 6455 §5.2), once enough of the
+/// header has arrived to say.
+fn declared_len(buf: &[u8]) -> Option<u64> {
+    let short = u64::from(*buf.get(1)? & 0x7f);
+    let extended = |n: usize| -> Option<u64> {
+        let bytes = buf.get(2..2 + n)?;
+        Some(bytes.iter().fold(0u64, |len, b| len << 8 | u64::from(*b)))
+    };
+    match short {
+        126 => extended(2),
+        127 => extended(8),
+        len => Some(len),
     }
 }
 
@@ -346,6 +381,19 @@ impl Stream for Incoming {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frames_declared_length_is_read_from_its_header() {
+        assert_eq!(declared_len(b""), None);
+        assert_eq!(declared_len(b"\x81"), None);
+        assert_eq!(declared_len(b"\x81\x85"), Some(5));
+        assert_eq!(declared_len(b"\x81\xfe\x01"), None);
+        assert_eq!(declared_len(b"\x81\xfe\x01\x00"), Some(256));
+        assert_eq!(
+            declared_len(b"\x81\xff\x00\x00\x01\x00\x00\x00\x00\x00"),
+            Some(1 << 40)
+        );
+    }
 
     #[test]
     fn frames_are_unmasked_and_final() {

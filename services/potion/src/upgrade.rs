@@ -11,6 +11,7 @@ use ilo_protocol::{BEARER_PREFIX, ROOM_RULE, SUBPROTOCOL, is_valid_room};
 use serde::Deserialize;
 
 use crate::auth::AuthError;
+use crate::caps::Full;
 use crate::connection;
 use crate::outbox::Outbox;
 use crate::relay::Relay;
@@ -30,6 +31,8 @@ pub enum UpgradeError {
     ShuttingDown,
     #[error("the WebSocket handshake is invalid: {0}")]
     Handshake(String),
+    #[error("too many open connections {0}; close some first")]
+    TooManyConnections(&'static str),
 }
 
 impl ResponseError for UpgradeError {
@@ -39,6 +42,7 @@ impl ResponseError for UpgradeError {
             Self::InvalidToken => StatusCode::UNAUTHORIZED,
             Self::ForbiddenOrigin => StatusCode::FORBIDDEN,
             Self::AuthUnavailable | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -50,10 +54,17 @@ impl ResponseError for UpgradeError {
             Self::AuthUnavailable => "auth_unavailable",
             Self::ShuttingDown => "shutting_down",
             Self::Handshake(_) => "bad_handshake",
+            Self::TooManyConnections(_) => "too_many_connections",
         };
         let mut reply = HttpResponse::build(self.status_code());
-        if matches!(self, Self::AuthUnavailable | Self::ShuttingDown) {
-            reply.insert_header((header::RETRY_AFTER, "1"));
+        match self {
+            Self::AuthUnavailable | Self::ShuttingDown => {
+                reply.insert_header((header::RETRY_AFTER, "1"));
+            }
+            Self::TooManyConnections(_) => {
+                reply.insert_header((header::RETRY_AFTER, "10"));
+            }
+            _ => {}
         }
         reply.json(serde_json::json!({"detail": self.to_string(), "code": code}))
     }
@@ -110,6 +121,16 @@ async fn upgrade(
         AuthError::Unavailable => UpgradeError::AuthUnavailable,
     })?;
 
+    let slot = relay
+        .caps
+        .admit(&identity.user_id, client_address(&req, &relay))
+        .map_err(|full| {
+            UpgradeError::TooManyConnections(match full {
+                Full::User => "for this user",
+                Full::Address => "from this address",
+            })
+        })?;
+
     let protocol = subprotocols(req.headers())
         .iter()
         .any(|p| p == SUBPROTOCOL)
@@ -124,8 +145,20 @@ async fn upgrade(
         relay.config.coalesce(),
     )
     .map_err(|e| UpgradeError::Handshake(e.to_string()))?;
-    connection::start(relay, identity, outbox, incoming, room);
+    connection::start(relay, identity, outbox, incoming, room, slot);
     Ok(response)
+}
+
+/// The client's address: the TCP peer, or the client a trusted load balancer names.
+fn client_address(req: &HttpRequest, relay: &Relay) -> std::net::IpAddr {
+    let peer = req
+        .peer_addr()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    ilo_runtime::proxies::client_of(peer, forwarded, &relay.trusted_proxies)
 }
 
 /// The token, by the protocol's order of preference: header, subprotocol, query.

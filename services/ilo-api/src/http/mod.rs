@@ -90,5 +90,5 @@ pub fn client_address(req: &HttpRequest) -> String {
         .headers()
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
-    crate::proxies::client_of(peer.ip(), forwarded, &trusted).to_string()
+    ilo_runtime::proxies::client_of(peer.ip(), forwarded, &trusted).to_string()
 }
