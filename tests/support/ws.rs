@@ -50,6 +50,14 @@ impl Ws {
         self.send_raw(Message::text(frame.to_string())).await;
     }
 
+    /// Sends unless the connection is gone; whether it was sent (for floods the relay may end).
+    pub async fn try_send(&mut self, frame: Value) -> bool {
+        self.connection
+            .send_raw(Message::text(frame.to_string()))
+            .await
+            .is_ok()
+    }
+
     pub async fn send_raw(&mut self, message: Message) {
         self.connection.send_raw(message).await.unwrap();
     }

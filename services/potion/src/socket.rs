@@ -262,11 +262,16 @@ impl Incoming {
 
     /// The next complete message already buffered, if any.
     fn decode(&mut self) -> Result<Option<Received>, ReadError> {
-        self.refuse_oversized()?;
-        while let Some(frame) = self.codec.decode(&mut self.buf).map_err(|e| match e {
-            ProtocolError::Overflow => ReadError::TooBig,
-            _ => ReadError::Protocol,
-        })? {
+        loop {
+            // Before every frame: the header may already say it is too big.
+            self.refuse_oversized()?;
+            let decoded = self.codec.decode(&mut self.buf).map_err(|e| match e {
+                ProtocolError::Overflow => ReadError::TooBig,
+                _ => ReadError::Protocol,
+            })?;
+            let Some(frame) = decoded else {
+                return Ok(None);
+            };
             let received = match frame {
                 Frame::Text(bytes) => Some(text_of(bytes)?),
                 Frame::Binary(_) => Some(Received::Binary),
@@ -279,7 +284,6 @@ impl Incoming {
                 return Ok(received);
             }
         }
-        Ok(None)
     }
 
     /// Refuses a frame as soon as its header says that it, or the fragmented message it
