@@ -553,6 +553,15 @@ async fn probes_docs_and_metrics_answer(backend: Backend) {
 
     let docs = get("/docs").await.unwrap();
     assert_eq!(docs.status(), 200, "redirected to /docs/");
+    // The docs share the web client's origin: a strict policy keeps foreign scripts out.
+    let csp = docs.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
     let page = docs.text().await.unwrap();
     assert!(page.contains("swagger-ui"), "{page}");
     assert!(!page.contains("https://"), "no asset comes from elsewhere");
@@ -565,6 +574,8 @@ async fn probes_docs_and_metrics_answer(backend: Backend) {
         .await
         .unwrap();
     assert!(init.contains("/openapi.json"), "{init}");
+    let (status, _, code) = error_of(get("/docs/no-such-file.js").await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (404, "not_found"));
 
     app.create_user("metered").await;
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
