@@ -64,7 +64,7 @@ async fn login_status(app: &TestApp, from: u8, password: &str, key: &str) -> u16
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_count_per_username_across_addresses() {
+async fn failures_for_a_username_across_addresses_delay_it_without_locking_it() {
     let app = TestApp::spawn_with(Backend::Sqlite, |c| c.login_failures = 2).await;
     let key = app.create_user("roamer").await;
     assert_eq!(login_status(&app, 2, "Wrong-password1", &key).await, 401);
@@ -72,8 +72,11 @@ async fn failures_count_per_username_across_addresses() {
     assert_eq!(
         login_status(&app, 4, PASSWORD, &key).await,
         429,
-        "the username is locked"
+        "the username is delayed"
     );
+    // For a second (the first of the growing delays), not for the window: the owner gets in.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(login_status(&app, 4, PASSWORD, &key).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,4 +150,143 @@ async fn without_trusted_proxies_the_header_is_ignored() {
     let app = TestApp::spawn_with(Backend::Sqlite, |c| c.key_rate = 1).await;
     assert_eq!(key_status(&app, "203.0.113.1").await, 201);
     assert_eq!(key_status(&app, "203.0.113.2").await, 429);
+}
+
+/// A client whose requests come from `127.0.0.<n>` (all of 127/8 is loopback).
+fn from(n: u8) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, n]))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_from_one_address_gets_429_while_another_address_logs_in() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.hash_per_client = 4;
+        c.hash_threads = Some(1);
+    })
+    .await;
+    let key = app.create_user("crowd").await;
+    let victim_key = app.create_user("victim").await;
+    let login = |client: reqwest::Client, name: &'static str, key: String| {
+        let url = app.url("/user");
+        async move {
+            let body = json!({"username": name, "password": PASSWORD, "api_key": key});
+            client
+                .put(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // 300 correct-password logins at once from one address, and one from another.
+    let flooder = from(7);
+    let flood = futures_util::future::join_all(
+        (0..300).map(|_| login(flooder.clone(), "crowd", key.clone())),
+    );
+    let victim = async {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        login(from(8), "victim", victim_key.clone()).await
+    };
+    let (flood, victim) = tokio::join!(flood, victim);
+    assert_eq!(victim, 200, "another address's login goes through");
+    let refused = flood.iter().filter(|s| **s == 429).count();
+    assert!(refused > 250, "the flood gets 429 itself: {refused} of 300");
+    assert!(!flood.contains(&503), "nobody sees the pool saturated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successful_logins_and_registrations_are_limited_per_address() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.login_rate = 3;
+        c.register_rate = 2;
+    })
+    .await;
+    let key = app.new_api_key().await;
+    let register = |client: reqwest::Client, name: String| {
+        let (url, key) = (app.url("/user"), key.clone());
+        async move {
+            let body = support::new_user(&name, &key);
+            client.post(url).json(&body).send().await.unwrap()
+        }
+    };
+    for name in ["reg1", "reg2"] {
+        assert_eq!(register(from(9), name.into()).await.status(), 201);
+    }
+    let reply = register(from(9), "reg3".into()).await;
+    assert!(retry_after(&reply) > 0);
+    assert_eq!(error_of(reply).await.0, 429);
+    assert_eq!(
+        register(from(10), "reg3".into()).await.status(),
+        201,
+        "another address"
+    );
+
+    let login = |client: reqwest::Client| {
+        let (url, key) = (app.url("/user"), key.clone());
+        async move {
+            let body = json!({"username": "reg1", "password": PASSWORD, "api_key": key});
+            client
+                .put(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(login(from(9)).await, 200);
+    }
+    assert_eq!(login(from(9)).await, 429);
+    assert_eq!(login(from(10)).await, 200, "another address");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_username_guessed_from_many_addresses_slows_down_but_its_owner_gets_in() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.login_failures = 3).await;
+    let key = app.create_user("owner").await;
+    let attempt = |client: reqwest::Client, password: &'static str| {
+        let (url, key) = (app.url("/user"), key.clone());
+        async move {
+            let body = json!({"username": "owner", "password": password, "api_key": key});
+            client.put(url).json(&body).send().await.unwrap()
+        }
+    };
+    // The owner logs in from home once.
+    assert_eq!(attempt(from(20), PASSWORD).await.status(), 200);
+    // Eight addresses guess, two failures each: under every address's own limit.
+    let mut delayed = 0;
+    for n in 30..38 {
+        for _ in 0..2 {
+            match attempt(from(n), "Wrong-guess-1").await.status().as_u16() {
+                401 => {}
+                429 => delayed += 1,
+                other => panic!("{other}"),
+            }
+        }
+    }
+    assert!(delayed > 0, "the guessing is slowed down");
+    // From home, the owner gets in at once; from a new address, after a few seconds at most.
+    assert_eq!(attempt(from(20), PASSWORD).await.status(), 200);
+    for _ in 0..2 {
+        assert_eq!(
+            attempt(from(33), "Wrong-guess-1").await.status().as_u16() / 100,
+            4
+        );
+    }
+    let reply = attempt(from(40), PASSWORD).await;
+    if reply.status() == 429 {
+        let wait = retry_after(&reply);
+        assert!((1..=8).contains(&wait), "a few seconds at most: {wait}");
+        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+        assert_eq!(attempt(from(40), PASSWORD).await.status(), 200);
+    } else {
+        assert_eq!(reply.status(), 200);
+    }
 }

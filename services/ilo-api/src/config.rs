@@ -34,9 +34,21 @@ pub struct Config {
     #[arg(long, env = "ILO_KEY_RATE", default_value_t = 10)]
     pub key_rate: u32,
 
-    /// Failed logins per 15 minutes, per username and per client address, before 429 (0: unlimited).
+    /// Failed logins per 15 minutes per client address (in all, and for one username) before 429;
+    /// past this many for one username from anywhere, its logins are slowed by growing delays
+    /// of at most 8 s (0: unlimited).
     #[arg(long, env = "ILO_LOGIN_FAILURES", default_value_t = 10)]
     pub login_failures: u32,
+
+    /// Successful logins per client address per minute, and ten times as many per API key
+    /// (0: unlimited).
+    #[arg(long, env = "ILO_LOGIN_RATE", default_value_t = 60)]
+    pub login_rate: u32,
+
+    /// Registrations per client address per hour, and ten times as many per API key
+    /// (0: unlimited).
+    #[arg(long, env = "ILO_REGISTER_RATE", default_value_t = 30)]
+    pub register_rate: u32,
 
     /// `GET /user/{username}` per client address per minute (0: unlimited).
     #[arg(long, env = "ILO_LOOKUP_RATE", default_value_t = 120)]
@@ -55,6 +67,11 @@ pub struct Config {
     /// Threads hashing passwords at once (default: the number of CPUs).
     #[arg(long, env = "ILO_HASH_THREADS")]
     pub hash_threads: Option<usize>,
+
+    /// Password hashes one client address may have running or waiting at once; past it, 429
+    /// (0: no cap). Keeps one client from filling the hashing queue for everyone.
+    #[arg(long, env = "ILO_HASH_PER_CLIENT", default_value_t = 4)]
+    pub hash_per_client: usize,
 
     /// HTTP worker threads (default: the number of CPUs).
     #[arg(long, env = "ILO_HTTP_WORKERS")]
@@ -76,6 +93,9 @@ impl Config {
         config.key_rate = 0;
         config.login_failures = 0;
         config.lookup_rate = 0;
+        config.login_rate = 0;
+        config.register_rate = 0;
+        config.hash_per_client = 0;
         config
     }
 

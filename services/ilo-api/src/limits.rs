@@ -1,4 +1,6 @@
-//! Fixed-window counters for the rate limits of `operations.md`, kept in memory per process.
+//! The rate limits of `operations.md`, kept in memory per process: fixed-window counters, and
+//! [`UsernameGuard`], the progressive delays that slow a guessed username down without locking
+//! its owner out.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -88,21 +90,151 @@ impl WindowLimit {
     }
 }
 
+/// The settings of [`Limits`], each `0` for no limit.
+pub struct Settings {
+    pub key_rate: u32,
+    pub login_failures: u32,
+    pub lookup_rate: u32,
+    pub login_rate: u32,
+    pub register_rate: u32,
+}
+
 /// The limits of one ilo-api process.
 pub struct Limits {
     pub keys: WindowLimit,
+    /// Failed logins per client address (all usernames, and each username from it).
     pub login_failures: WindowLimit,
+    pub usernames: UsernameGuard,
     pub lookups: WindowLimit,
+    /// Successful logins per client address; per API key, ten times as many.
+    pub logins: WindowLimit,
+    pub logins_per_key: WindowLimit,
+    /// Registrations per client address per hour; per API key, ten times as many.
+    pub registrations: WindowLimit,
+    pub registrations_per_key: WindowLimit,
 }
 
 impl Limits {
-    pub fn new(key_rate: u32, login_failures: u32, lookup_rate: u32) -> Self {
+    pub fn new(settings: &Settings) -> Self {
         const MINUTE: Duration = Duration::from_secs(60);
         Self {
-            keys: WindowLimit::new(key_rate, MINUTE),
-            login_failures: WindowLimit::new(login_failures, 15 * MINUTE),
-            lookups: WindowLimit::new(lookup_rate, MINUTE),
+            keys: WindowLimit::new(settings.key_rate, MINUTE),
+            login_failures: WindowLimit::new(settings.login_failures, 15 * MINUTE),
+            usernames: UsernameGuard::new(settings.login_failures),
+            lookups: WindowLimit::new(settings.lookup_rate, MINUTE),
+            logins: WindowLimit::new(settings.login_rate, MINUTE),
+            logins_per_key: WindowLimit::new(settings.login_rate.saturating_mul(10), MINUTE),
+            registrations: WindowLimit::new(settings.register_rate, 60 * MINUTE),
+            registrations_per_key: WindowLimit::new(
+                settings.register_rate.saturating_mul(10),
+                60 * MINUTE,
+            ),
         }
+    }
+}
+
+/// The longest delay a guessed username imposes: a few seconds, never a lockout.
+const MAX_DELAY: Duration = Duration::from_secs(8);
+/// Failures for a username are forgotten after this long without a new one.
+const FAILURES_FOR: Duration = Duration::from_secs(15 * 60);
+/// Addresses remembered per username as ones its owner logged in from.
+const KNOWN_ADDRESSES: usize = 16;
+
+/// Progressive delays per username, as OWASP's Authentication Cheat Sheet recommends against
+/// lockout ("Account Lockout": an attacker must not be able to lock the owner out) and ASVS
+/// 5.0 V6.3.1 asks: once a username has `threshold` failures from anywhere, each further
+/// attempt waits 1, 2, 4 … up to [`MAX_DELAY`] seconds after the last failure, and attempts in
+/// the delay are refused uncounted, so an attacker gets one guess per delay. Addresses the owner
+/// logged in from before are exempt (the cheat sheet's "device cookies", keyed by address), and
+/// a correct password is never refused for longer than the delay.
+pub struct UsernameGuard {
+    threshold: u32,
+    users: Mutex<HashMap<String, Guarded>>,
+}
+
+#[derive(Default)]
+struct Guarded {
+    failures: u32,
+    last_failure: Option<Instant>,
+    known: Vec<String>,
+}
+
+impl UsernameGuard {
+    pub fn new(threshold: u32) -> Self {
+        Self {
+            threshold,
+            users: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Err(retry_after)` while `user` is in a delay for `address`.
+    pub fn check(&self, user: &str, address: &str) -> Result<(), Duration> {
+        if self.threshold == 0 {
+            return Ok(());
+        }
+        let users = self.lock();
+        let Some(guarded) = users.get(user) else {
+            return Ok(());
+        };
+        let (Some(last), true) = (guarded.last_failure, guarded.failures >= self.threshold) else {
+            return Ok(());
+        };
+        if guarded.known.iter().any(|a| a == address) || last.elapsed() >= FAILURES_FOR {
+            return Ok(());
+        }
+        let delay = Self::delay(guarded.failures - self.threshold);
+        match delay.checked_sub(last.elapsed()) {
+            Some(left) if !left.is_zero() => Err(left),
+            _ => Ok(()),
+        }
+    }
+
+    fn delay(past_threshold: u32) -> Duration {
+        Duration::from_secs(1u64 << past_threshold.min(10)).min(MAX_DELAY)
+    }
+
+    pub fn failed(&self, user: &str) {
+        if self.threshold == 0 {
+            return;
+        }
+        let mut users = self.lock();
+        if users.len() >= SWEEP_ABOVE && !users.contains_key(user) {
+            users.retain(|_, g| {
+                g.last_failure.is_some_and(|t| t.elapsed() < FAILURES_FOR) || !g.known.is_empty()
+            });
+        }
+        let guarded = users.entry(user.to_owned()).or_default();
+        if guarded
+            .last_failure
+            .is_some_and(|t| t.elapsed() >= FAILURES_FOR)
+        {
+            guarded.failures = 0;
+        }
+        guarded.failures += 1;
+        guarded.last_failure = Some(Instant::now());
+    }
+
+    /// The owner got in from `address`: failures forgotten, the address remembered.
+    pub fn succeeded(&self, user: &str, address: &str) {
+        if self.threshold == 0 {
+            return;
+        }
+        let mut users = self.lock();
+        let guarded = users.entry(user.to_owned()).or_default();
+        guarded.failures = 0;
+        guarded.last_failure = None;
+        if !guarded.known.iter().any(|a| a == address) {
+            if guarded.known.len() >= KNOWN_ADDRESSES {
+                guarded.known.remove(0);
+            }
+            guarded.known.push(address.to_owned());
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Guarded>> {
+        self.users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -128,6 +260,43 @@ mod tests {
         for _ in 0..1000 {
             assert!(limit.hit("a").is_ok());
         }
+    }
+
+    #[test]
+    fn a_guessed_username_is_delayed_progressively_not_locked() {
+        let guard = UsernameGuard::new(3);
+        for _ in 0..3 {
+            assert!(guard.check("ann", "1.1.1.1").is_ok());
+            guard.failed("ann");
+        }
+        let first = guard.check("ann", "2.2.2.2").expect_err("delayed");
+        assert!(first <= Duration::from_secs(1), "{first:?}");
+        guard.failed("ann");
+        let second = guard.check("ann", "2.2.2.2").expect_err("delayed");
+        assert!(second > Duration::from_secs(1) && second <= Duration::from_secs(2));
+        for _ in 0..20 {
+            guard.failed("ann");
+        }
+        let longest = guard.check("ann", "3.3.3.3").expect_err("delayed");
+        assert!(
+            longest <= MAX_DELAY,
+            "never more than a few seconds: {longest:?}"
+        );
+        assert!(
+            guard.check("bob", "3.3.3.3").is_ok(),
+            "other names are unaffected"
+        );
+    }
+
+    #[test]
+    fn the_owners_known_address_is_not_delayed() {
+        let guard = UsernameGuard::new(1);
+        guard.succeeded("ann", "10.0.0.1");
+        for _ in 0..50 {
+            guard.failed("ann");
+        }
+        assert!(guard.check("ann", "10.0.0.1").is_ok());
+        assert!(guard.check("ann", "6.6.6.6").is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::limits::Limits;
+use crate::limits::{Limits, Settings};
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
 use crate::state::AppState;
@@ -68,9 +68,10 @@ impl Services {
         let grpc_addr = grpc_listener.local_addr()?;
 
         let (url, pool) = (config.database_url.expose().to_owned(), config.db_pool);
-        let hash_threads = config.hash_threads();
+        let (hash_threads, per_client) = (config.hash_threads(), config.hash_per_client);
         let (store, passwords) = tokio::task::spawn_blocking(move || {
-            anyhow::Ok((Store::open(&url, pool)?, Passwords::new(hash_threads)?))
+            let passwords = Passwords::new(hash_threads, per_client)?;
+            anyhow::Ok((Store::open(&url, pool)?, passwords))
         })
         .await??;
 
@@ -78,11 +79,13 @@ impl Services {
             tokens: Arc::new(Tokens::new(store.clone())),
             store,
             passwords,
-            limits: Arc::new(Limits::new(
-                config.key_rate,
-                config.login_failures,
-                config.lookup_rate,
-            )),
+            limits: Arc::new(Limits::new(&Settings {
+                key_rate: config.key_rate,
+                login_failures: config.login_failures,
+                lookup_rate: config.lookup_rate,
+                login_rate: config.login_rate,
+                register_rate: config.register_rate,
+            })),
             metrics: Arc::new(Metrics::new()),
             token_ttl: config.token_ttl,
             trusted_proxies: config.trusted_proxies().into(),

@@ -162,6 +162,7 @@ impl From<HashError> for ApiError {
     fn from(e: HashError) -> Self {
         match e {
             HashError::Busy => Self::Busy,
+            HashError::TooManyFromClient => Self::RateLimited(1),
             HashError::Failed(reason) => {
                 tracing::error!(%reason, "password hashing failed");
                 Self::Internal

@@ -68,12 +68,14 @@ pub struct ReplacePublicKey {
         (status = 400, description = "Malformed JSON, wrong content type or wrong JSON type", body = ErrorBody),
         (status = 401, description = "`invalid_api_key`", body = ErrorBody),
         (status = 409, description = "`username_taken` (case-insensitively)", body = ErrorBody),
+        (status = 429, description = "Too many registrations from this address or with this API key, or too many hashes in flight from this address; see `Retry-After`", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 422, description = "Every broken rule, in `detail` and `errors`", body = ErrorBody),
         (status = 503, description = "Database unavailable or hashing pool saturated", body = ErrorBody),
     ))]
 pub async fn create(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Json<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -91,8 +93,18 @@ pub async fn create(
         return Err(ApiError::Invalid(broken));
     };
 
-    keys::live_key_id(&state, &api_key).await?;
-    let password_hash = state.passwords.hash(password.into_inner()).await?;
+    let api_key_id = keys::live_key_id(&state, &api_key).await?;
+    let address = client_address(&req);
+    let limits = &state.limits;
+    limits
+        .registrations
+        .hit(&address)
+        .and_then(|()| limits.registrations_per_key.hit(&api_key_id))
+        .map_err(ApiError::rate_limited)?;
+    let password_hash = state
+        .passwords
+        .hash(password.into_inner(), &address)
+        .await?;
     let user = NewUser {
         id: uuid::Uuid::new_v4().to_string(),
         username: username.as_str().to_owned(),
@@ -128,7 +140,7 @@ fn keep<T>(parsed: Result<T, Vec<Violation>>, broken: &mut Vec<Violation>) -> Op
         (status = 400, description = "Malformed JSON, wrong content type or wrong JSON type", body = ErrorBody),
         (status = 401, description = "`invalid_api_key`, or `invalid_credentials` for an unknown user or a wrong password alike", body = ErrorBody),
         (status = 422, description = "A field is missing or the password is over 128 characters", body = ErrorBody),
-        (status = 429, description = "Too many failures for this username or address; see `Retry-After`", body = ErrorBody),
+        (status = 429, description = "Too many failures from this address (in all or for this username), a growing delay after failures for this username from anywhere, too many logins from this address or API key, or too many hashes in flight from this address; see `Retry-After`", body = ErrorBody),
         (status = 503, description = "Database unavailable or hashing pool saturated", body = ErrorBody),
     ))]
 pub async fn login(
@@ -146,9 +158,21 @@ pub async fn login(
     };
     refuse_overlong(&password)?;
     let api_key_id = keys::live_key_id(&state, &api_key).await?;
+    let successes = [
+        (
+            &state.limits.logins,
+            format!("addr:{}", client_address(&req)),
+        ),
+        (&state.limits.logins_per_key, format!("key:{api_key_id}")),
+    ];
+    if let Err(retry) = successes.iter().try_for_each(|(limit, k)| limit.check(k)) {
+        state.metrics.login("rate_limited");
+        return Err(ApiError::rate_limited(retry));
+    }
 
     let name = Username::parse(&username).ok();
     let user = verify_password(&state, &req, name.as_ref().map(Username::key), password).await?;
+    successes.iter().for_each(|(limit, k)| limit.record(k));
 
     let token = secrets::new_token()?;
     let expires_at = unix_now() + state.token_ttl.as_secs() as i64;
@@ -175,18 +199,27 @@ pub async fn login(
 /// Checks `password` for the user with `user_key` (`None`: a name no user can have) under the
 /// failure limits; the user on success. An unknown user is verified against a dummy hash, so it
 /// costs what a wrong password costs.
+///
+/// Failures count per client address, in all and for this username, and a client past either
+/// gets 429 until its window ends. A username guessed from many addresses is slowed by
+/// [`crate::limits::UsernameGuard`]'s growing delays instead: its owner is never locked out.
 async fn verify_password(
     state: &AppState,
     req: &HttpRequest,
     user_key: Option<&str>,
     password: String,
 ) -> Result<store::UserRow, ApiError> {
-    // Failures count per client address and per username (when the name could exist at all).
-    let keys: Vec<String> = std::iter::once(format!("addr:{}", client_address(req)))
-        .chain(user_key.map(|k| format!("user:{k}")))
+    let address = client_address(req);
+    let keys: Vec<String> = std::iter::once(format!("addr:{address}"))
+        .chain(user_key.map(|k| format!("addr:{address}|user:{k}")))
         .collect();
-    let failures = &state.limits.login_failures;
-    if let Err(retry) = keys.iter().try_for_each(|k| failures.check(k)) {
+    let limits = &state.limits;
+    let delayed = user_key.map_or(Ok(()), |k| limits.usernames.check(k, &address));
+    if let Err(retry) = keys
+        .iter()
+        .try_for_each(|k| limits.login_failures.check(k))
+        .and(delayed)
+    {
         state.metrics.login("rate_limited");
         return Err(ApiError::rate_limited(retry));
     }
@@ -201,14 +234,22 @@ async fn verify_password(
         None => None,
     };
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let matches = state.passwords.verify(password, hash).await?;
+    let matches = state.passwords.verify(password, hash, &address).await?;
     match user {
         Some(user) if matches => {
-            keys.iter().skip(1).for_each(|k| failures.reset(k));
+            keys.iter()
+                .skip(1)
+                .for_each(|k| limits.login_failures.reset(k));
+            limits
+                .usernames
+                .succeeded(&Username::key_of(&user.username), &address);
             Ok(user)
         }
         _ => {
-            keys.iter().for_each(|k| failures.record(k));
+            keys.iter().for_each(|k| limits.login_failures.record(k));
+            if let Some(key) = user_key {
+                limits.usernames.failed(key);
+            }
             state.metrics.login("failure");
             Err(ApiError::InvalidCredentials)
         }
