@@ -12,6 +12,7 @@ on_both_backends!(
     registered_users_log_in_and_get_a_url_safe_token,
     usernames_are_unique_ignoring_case,
     each_username_rule_is_enforced_and_nothing_is_written,
+    look_alike_invisible_and_bidi_names_are_refused,
     weak_passwords_are_refused_with_every_missing_rule,
     public_keys_must_be_base64_of_32_to_2048_bytes,
     every_broken_rule_is_reported_at_once,
@@ -162,6 +163,41 @@ async fn each_username_rule_is_enforced_and_nothing_is_written(backend: Backend)
 
 fn urlencode(text: &str) -> String {
     text.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+async fn look_alike_invisible_and_bidi_names_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.create_user("alice").await;
+    // Cyrillic а, and Latin look-alikes of other scripts: taken, as the name they imitate.
+    for look_alike in ["аlice", "ALICE", "alіce"] {
+        let (status, _, code) = error_of(app.post_user(&new_user(look_alike, &key)).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (409, "username_taken"),
+            "{look_alike}"
+        );
+    }
+    for (name, why) in [
+        ("ali\u{200B}ce", "invisible"),
+        ("bob\u{200D}by", "invisible"),
+        ("\u{200E}carol", "invisible"),
+        ("\u{202E}gnp.exe", "invisible"),
+        ("\u{FEFF}dave", "invisible"),
+        ("\u{3164}\u{3164}\u{3164}", "visible"),
+        ("\u{2800}\u{2800}\u{2800}", "visible"),
+        ("\u{0301}\u{0302}\u{0303}", "visible"),
+    ] {
+        let (status, detail, _) = error_of(app.post_user(&new_user(name, &key)).await).await;
+        assert_eq!(status, 422, "{name:?}");
+        assert!(detail.contains(why), "{name:?}: {detail}");
+    }
+    // The seed's name stays valid.
+    assert_eq!(
+        app.post_user(&new_user("cookielover57🍪", &key))
+            .await
+            .status(),
+        201
+    );
 }
 
 async fn weak_passwords_are_refused_with_every_missing_rule(backend: Backend) {

@@ -111,16 +111,20 @@ impl ServerFrame {
 }
 
 /// Why a room name is refused.
-pub const ROOM_RULE: &str =
-    "room names are 1 to 64 characters: letters and digits (Unicode), '-', '_', '.', ':'";
+pub const ROOM_RULE: &str = "room names are 1 to 64 characters: letters and digits (Unicode) \
+    of one script, '-', '_', '.', ':'";
 
-/// Whether `name` is a valid room name.
+/// Whether `name` is a valid room name. Its letters must come from one script (UTS #39's
+/// single-script test), so that `lobby` and `lоbby` (Cyrillic о) cannot be two rooms that look
+/// the same.
 pub fn is_valid_room(name: &str) -> bool {
+    use unicode_security::MixedScript;
     let chars = name.chars().count();
     (1..=64).contains(&chars)
         && name
             .chars()
             .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        && name.is_single_script()
 }
 
 #[cfg(test)]
@@ -175,7 +179,14 @@ mod tests {
         ] {
             assert!(is_valid_room(good), "{good}");
         }
-        for bad in ["", "with space", "semi;colon", "slash/", &"r".repeat(65)] {
+        for bad in [
+            "",
+            "with space",
+            "semi;colon",
+            "slash/",
+            &"r".repeat(65),
+            "l\u{043e}bby",
+        ] {
             assert!(!is_valid_room(bad), "{bad}");
         }
     }

@@ -501,6 +501,7 @@ function renderMembers() {
   for (const user of [...room.members.keys()].sort()) {
     const li = document.createElement("li");
     const name = document.createElement("span");
+    name.dir = "auto";
     name.textContent = user;
     li.append(name);
     li.dataset.user = user;
@@ -686,9 +687,11 @@ function messageLine(frame, text, how) {
   time.textContent = new Date(frame.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   const from = document.createElement("span");
   from.className = "from";
+  from.dir = "auto"; // a name or text in another direction never reorders what is around it
   from.textContent = frame.from;
   const body = document.createElement("span");
   body.className = "body";
+  body.dir = "auto";
   body.textContent = text;
   li.append(time, from, badge(how), body);
   return li;

@@ -65,12 +65,35 @@ impl Username {
                 "username must not contain control characters",
             ));
         }
+        if display.chars().any(is_default_ignorable) {
+            broken.push(Violation::new(
+                "username",
+                "username must not contain invisible characters or bidirectional controls \
+                 (zero-width spaces and joiners, direction marks and overrides, fillers)",
+            ));
+        }
+        if !display.chars().any(is_visible) {
+            broken.push(Violation::new(
+                "username",
+                "username must contain a visible letter, digit, punctuation or symbol",
+            ));
+        }
         if broken.is_empty() {
             let key = Self::key_of(&display);
             Ok(Self { display, key })
         } else {
             Err(broken)
         }
+    }
+
+    /// What uniqueness compares beyond case: the confusable skeleton (UTS #39) of the folded
+    /// name, so that `alice` and `аlice` (Cyrillic а) cannot both exist.
+    pub fn skeleton(&self) -> String {
+        Self::skeleton_of(&self.key)
+    }
+
+    pub fn skeleton_of(key: &str) -> String {
+        unicode_security::skeleton(key).collect()
     }
 
     /// The lookup key of any string: NFC, then Unicode case folding, then NFC again
@@ -87,6 +110,28 @@ impl Username {
     pub fn key(&self) -> &str {
         &self.key
     }
+}
+
+/// Default_Ignorable_Code_Point (Unicode's DerivedCoreProperties.txt): characters that render
+/// as nothing, among them every bidirectional control and the Hangul fillers. PRECIS
+/// (RFC 8264 §9.13) disallows them in every string class.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F..=0x1160 | 0x17B4..=0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F
+        | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFF8 | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
+        | 0xE0000..=0xE0FFF)
+}
+
+/// A character that shows something: a letter, digit, punctuation or symbol, other than the
+/// blank Braille pattern (U+2800). Combining marks alone do not make a name visible.
+fn is_visible(c: char) -> bool {
+    use GeneralCategoryGroup as G;
+    matches!(
+        c.general_category_group(),
+        G::Letter | G::Number | G::Punctuation | G::Symbol
+    ) && c != '\u{2800}'
+        && !is_default_ignorable(c)
 }
 
 /// A password that meets the strength rules. Deliberately not `Debug`: it must never be printed.

@@ -109,6 +109,7 @@ pub async fn create(
         id: uuid::Uuid::new_v4().to_string(),
         username: username.as_str().to_owned(),
         username_key: username.key().to_owned(),
+        username_skeleton: username.skeleton(),
         password_hash,
         public_key: public_key.into_inner(),
         created_at: unix_now(),

@@ -76,6 +76,11 @@ impl Store {
             .run_pending_migrations(MIGRATIONS)
             .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
         tracing::info!(applied = applied.len(), "database schema is up to date");
+        let filled = queries::fill_skeletons(&mut conn, crate::domain::Username::skeleton_of)
+            .map_err(|e| anyhow::anyhow!("cannot fill username skeletons: {e}"))?;
+        if filled > 0 {
+            tracing::info!(filled, "username skeletons computed for existing users");
+        }
         Ok(())
     }
 

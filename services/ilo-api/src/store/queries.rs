@@ -33,6 +33,7 @@ pub struct NewUser {
     pub id: String,
     pub username: String,
     pub username_key: String,
+    pub username_skeleton: String,
     pub password_hash: String,
     pub public_key: String,
     pub created_at: i64,
@@ -108,19 +109,49 @@ pub fn delete_api_key(
     })
 }
 
-/// Inserts a user; [`StoreError::UsernameTaken`] when the case-folded name exists.
+/// Inserts a user; [`StoreError::UsernameTaken`] when the case-folded name, or a name with
+/// the same confusable skeleton, exists.
 pub fn insert_user(conn: &mut AnyConnection, user: NewUser) -> Result<(), StoreError> {
     diesel::insert_into(users::table)
         .values((
             users::id.eq(user.id),
             users::username.eq(user.username),
             users::username_key.eq(user.username_key),
+            users::username_skeleton.eq(user.username_skeleton),
             users::password_hash.eq(user.password_hash),
             users::public_key.eq(user.public_key),
             users::created_at.eq(user.created_at),
         ))
         .execute(conn)?;
     Ok(())
+}
+
+/// Gives every user created before skeletons were kept one, computed by `skeleton` from the
+/// username key. A name whose skeleton another user already holds keeps none (both existed
+/// before the rule); how many were filled.
+pub fn fill_skeletons(
+    conn: &mut AnyConnection,
+    skeleton: impl Fn(&str) -> String,
+) -> Result<usize, StoreError> {
+    let missing: Vec<(String, String)> = users::table
+        .filter(users::username_skeleton.is_null())
+        .select((users::id, users::username_key))
+        .load(conn)?;
+    let mut filled = 0;
+    for (id, key) in missing {
+        let updated = diesel::update(users::table.filter(users::id.eq(&id)))
+            .set(users::username_skeleton.eq(skeleton(&key)))
+            .execute(conn);
+        match updated {
+            Ok(_) => filled += 1,
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            )) => tracing::warn!("two existing usernames look alike; the later keeps no skeleton"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(filled)
 }
 
 pub fn user_by_key(

@@ -13,6 +13,7 @@ diesel::table! {
         id -> Text,
         username -> Text,
         username_key -> Text,
+        username_skeleton -> Nullable<Text>,
         password_hash -> Text,
         public_key -> Text,
         created_at -> BigInt,
