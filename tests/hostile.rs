@@ -288,3 +288,25 @@ async fn a_logout_wins_over_a_connection_opening_at_the_same_moment() {
     );
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_garbage_tokens_reaches_ilo_api_once_per_token() {
+    let api = TestApp::spawn(Backend::Sqlite).await;
+    let relay = TestRelay::spawn(&api, None, |_| {}).await;
+    for _ in 0..100 {
+        let refused =
+            ws::connect(&relay.ws_url("/ws"), "not-a-real-token", Presented::Header).await;
+        assert!(matches!(refused, Err(Refused { status: 401, .. })));
+    }
+    let metrics = reqwest::get(relay.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("potion_token_validation_seconds_count 1\n"),
+        "one question to ilo-api for 100 upgrades: {metrics}"
+    );
+    api.stop().await;
+}

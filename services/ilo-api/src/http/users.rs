@@ -18,7 +18,10 @@ use crate::tokens::unix_now;
 /// together with every other, rather than as a JSON error.
 #[derive(Deserialize, ToSchema)]
 pub struct CreateUser {
-    /// 3 to 32 characters (NFC), no whitespace or control characters; unique ignoring case.
+    /// 3 to 32 characters (NFC); no whitespace, control characters, bidirectional controls or
+    /// invisible (default-ignorable) characters; at least one visible letter, digit,
+    /// punctuation or symbol (not only blanks or combining marks). Unique ignoring case and
+    /// look-alikes (the UTS #39 confusable skeleton): `alice` and `аlice` cannot both exist.
     #[schema(example = "cookielover57🍪")]
     username: Option<String>,
     /// 8 to 128 characters with a lowercase and an uppercase letter, a digit and a symbol.
