@@ -255,7 +255,7 @@ async fn a_logout_wins_over_a_connection_opening_at_the_same_moment() {
     let key = api.create_user("racer").await;
     let url = relay.ws_url("/ws");
     let mut survived = Vec::new();
-    for round in 0..150 {
+    for round in 0..300 {
         let token = client
             .login("racer", support::PASSWORD, &key)
             .await

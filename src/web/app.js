@@ -416,9 +416,9 @@ function onJoined(frame) {
     li.append(room.button);
     $("room-list").append(li);
     chat.rooms.set(frame.room, room);
-    addLine(frame.room, eventLine(`You joined ${frame.room}.`));
+    addLine(frame.room, eventLine(["You joined ", { name: frame.room }, "."]));
   } else {
-    addLine(frame.room, eventLine(`Back in ${frame.room}.`));
+    addLine(frame.room, eventLine(["Back in ", { name: frame.room }, "."]));
   }
   room.members = new Map(frame.members.map((m) => [m.user, e2e.parseBundle(m.public_key)]));
   for (const [user, bundle] of room.members) noteKey(user, bundle);
@@ -436,7 +436,7 @@ function onPresence(frame) {
   } else {
     room.members.delete(frame.user);
   }
-  addLine(frame.room, eventLine(`${frame.user} ${frame.event === "join" ? "joined" : "left"}.`));
+  addLine(frame.room, eventLine([{ name: frame.user }, frame.event === "join" ? " joined." : " left."]));
   if (chat.active === frame.room) renderMembers();
 }
 
@@ -446,9 +446,10 @@ function noteKey(user, bundle) {
   if (!bundle || user === chat.me) return;
   const seen = chat.known.saw(user, e2e.base64url(bundle.bytes));
   if (seen !== "changed" && seen !== "held") return;
+  const who = { name: user };
   const text = seen === "held"
-    ? `${user}'s key changed, and you had verified ${user}. Nothing is sent to rooms with ${user} until you compare the new safety number and accept it.`
-    : `${user}'s key changed: a new device, or someone else. Compare safety numbers to be sure.`;
+    ? [who, "'s key changed, and you had verified ", who, ". Nothing is sent to rooms with ", who, " until you compare the new safety number and accept it."]
+    : [who, "'s key changed: a new device, or someone else. Compare safety numbers to be sure."];
   for (const [name, room] of chat.rooms) {
     if (room.members.has(user)) addLine(name, eventLine(text, { warn: true, verify: user }));
   }
@@ -637,9 +638,10 @@ function addUnreadable(frame, kind) {
     return addLine(frame.room, li);
   }
   room.folded = null;
+  const from = { name: frame.from };
   const what = kind === "signature" || kind === "unknown_key"
-    ? `A message shown as from ${frame.from} could not be verified (altered, or not sent by ${frame.from} here), so it is not shown.`
-    : `A message from ${frame.from} could not be read (${kind}).`;
+    ? ["A message shown as from ", from, " could not be verified (altered, or not sent by ", from, " here), so it is not shown."]
+    : ["A message from ", from, ` could not be read (${kind}).`];
   addLine(frame.room, eventLine(what, { warn: true }));
 }
 
@@ -697,10 +699,20 @@ function messageLine(frame, text, how) {
   return li;
 }
 
+/** An event in a room's log. `text` is a string, or an array of strings and `{ name }` parts:
+ *  names are isolated (`<bdi>`), so a right-to-left name never reorders the sentence. */
 function eventLine(text, { warn = false, verify = null } = {}) {
   const li = document.createElement("li");
   li.className = warn ? "event warn" : "event";
-  li.textContent = text;
+  for (const part of [text].flat()) {
+    if (typeof part === "string") {
+      li.append(part);
+    } else {
+      const bdi = document.createElement("bdi");
+      bdi.textContent = part.name;
+      li.append(bdi);
+    }
+  }
   if (verify) li.append(" ", verifyButton(verify));
   return li;
 }
@@ -747,7 +759,15 @@ function onLeave() {
 
 // ---------------------------------------------------------------- start
 
+/** Earlier versions kept an exported private key in localStorage; nothing uses it now. */
+function forgetOldPrivateKeys() {
+  for (const key of Object.keys(localStorage)) {
+    if (key.startsWith("ilo.privateKey.")) localStorage.removeItem(key);
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  forgetOldPrivateKeys();
   $("auth-form").addEventListener("submit", onAuthSubmit);
   $("password").addEventListener("input", () => checkPasswordRules(false));
   $("key-form").addEventListener("submit", onNewKey);

@@ -278,6 +278,21 @@ mod tests {
     }
 
     #[test]
+    fn invisible_and_look_alike_names_are_told_apart() {
+        assert!(Username::parse("a\u{200B}bc").is_err());
+        assert!(Username::parse("\u{202E}abc").is_err());
+        assert!(Username::parse("\u{0301}\u{0301}\u{0301}").is_err());
+        assert!(Username::parse("\u{2800}\u{2800}\u{2800}").is_err());
+        assert!(Username::parse("cookielover57🍪").is_ok());
+        let (latin, cyrillic) = (
+            Username::parse("alice").expect("valid"),
+            Username::parse("\u{0430}lice").expect("valid"),
+        );
+        assert_ne!(latin.key(), cyrillic.key());
+        assert_eq!(latin.skeleton(), cyrillic.skeleton());
+    }
+
+    #[test]
     fn sharp_s_folds_like_ss() {
         assert_eq!(Username::key_of("Straße"), Username::key_of("STRASSE"));
     }
@@ -286,8 +301,9 @@ mod tests {
     fn username_rules_are_all_reported() {
         let broken = messages(Username::parse("a b"));
         assert_eq!(broken.len(), 1, "{broken:?}");
+        // Too short, whitespace, a control character, and nothing visible.
         let broken = messages(Username::parse(" \u{7}"));
-        assert_eq!(broken.len(), 3, "{broken:?}");
+        assert_eq!(broken.len(), 4, "{broken:?}");
         assert_eq!(messages(Username::parse(&"x".repeat(10_000))).len(), 1);
     }
 
