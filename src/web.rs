@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, web};
 
 const INDEX: &str = include_str!("web/index.html");
 const STYLE: &str = include_str!("web/style.css");
+const ICON: &str = include_str!("web/favicon.svg");
 /// The script modules, by path.
 const MODULES: [(&str, &str); 4] = [
     ("/app.js", include_str!("web/app.js")),
@@ -24,7 +25,11 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 
 pub fn mount(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index))
-        .route("/style.css", web::get().to(style));
+        .route("/style.css", web::get().to(style))
+        .route(
+            "/favicon.svg",
+            web::get().to(|| async { asset("image/svg+xml", ICON) }),
+        );
     for (path, source) in MODULES {
         cfg.route(
             path,

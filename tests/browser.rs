@@ -14,6 +14,7 @@ use futures_util::FutureExt;
 use ilo_e2e::safety;
 use serde_json::{Value, json};
 use support::browser::{Browser, Chromedriver};
+use support::e2e::Member;
 use support::ilo_chat::Following;
 use support::process::Process;
 use support::redis::PrivateRedis;
@@ -63,7 +64,9 @@ async fn two_people_register_chat_and_change_rooms() {
     let base = ilo.url("/");
     with_screenshots("chat", &[&alice, &bob], async {
         register(&alice, &base, "alice", "Alice-pass-1").await;
-        alice.wait_for_text("#notice", "API key").await;
+        alice
+            .wait_for_text("#notice", "Account alice created")
+            .await;
         register(&bob, &base, "bob", "Bob-pass-12").await;
 
         join(&alice, "garden").await;
@@ -201,7 +204,7 @@ async fn a_revoked_session_returns_the_page_to_the_login_form() {
         // Logged out elsewhere (another device, or an admin): the token is revoked.
         let session = gina
             .client
-            .execute("return sessionStorage.getItem('ilo.session')", vec![])
+            .execute("return localStorage.getItem('ilo.session')", vec![])
             .await
             .unwrap();
         let session: serde_json::Value = serde_json::from_str(session.as_str().unwrap()).unwrap();
@@ -621,4 +624,132 @@ async fn safety_number_seen(browser: &Browser, other: &str) -> String {
         .click(&format!("#member-list button[data-verify='{other}']"))
         .await;
     browser.wait_for_text("#safety-number", " ").await
+}
+
+/// Whether `css` (the last match) lies wholly inside the viewport.
+async fn in_viewport(browser: &Browser, css: &str) -> bool {
+    let script =
+        "const all = document.querySelectorAll(arguments[0]); const el = all[all.length - 1];
+        if (!el) return false; const r = el.getBoundingClientRect();
+        return r.top >= 0 && r.bottom <= window.innerHeight + 1 && r.height > 0;";
+    browser
+        .client
+        .execute(script, vec![json!(css)])
+        .await
+        .unwrap()
+        .as_bool()
+        .unwrap()
+}
+
+/// A screenshot kept as a test artifact (`target/browser-screenshots/`), to look at.
+async fn keep_screenshot(browser: &Browser, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.png")),
+        browser.client.screenshot().await.unwrap(),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_fits_the_screen_follows_the_talk_and_survives_a_reload() {
+    let ilo = TestStandalone::spawn().await;
+    let driver = Chromedriver::start().await;
+    let alice = driver.browser("alice").await;
+    let base = ilo.url("/");
+    with_screenshots("daily", &[&alice], async {
+        alice.client.set_window_size(1280, 900).await.unwrap();
+        alice.open(&base).await;
+        alice.wait_for("#username").await;
+        for hidden in ["#chat", "#room-name", "#message", "#member-list"] {
+            assert!(
+                alice.client.find(fantoccini::Locator::Css(hidden)).await.unwrap().is_displayed().await.unwrap() == false,
+                "{hidden} is shown while logged out"
+            );
+        }
+        register(&alice, &base, "alice", "Alice-pass-1").await;
+        join(&alice, "long").await;
+        let mut bob = Member::join(&ilo.url(""), &ilo.ws_url("/ws"), "bob", "long").await;
+        alice.wait_for_text("#member-list", "bob").await;
+        for i in 1..=60 {
+            bob.say("long", &format!("message {i} of 60")).await;
+            if i % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(300)).await; // under the send limit
+            }
+        }
+        alice.wait_for_text(&log("long"), "message 60 of 60").await;
+        for (width, height, name) in [(1280, 900, "desktop"), (390, 844, "phone")] {
+            alice.client.set_window_size(width, height).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(in_viewport(&alice, "#message").await, "{name}: the message box is on screen");
+            assert!(in_viewport(&alice, "#send").await, "{name}: the send button is on screen");
+            let last = format!("{} li.message", log("long"));
+            assert!(in_viewport(&alice, &last).await, "{name}: the newest message is on screen");
+            keep_screenshot(&alice, &format!("chat-{name}")).await;
+            let whole = alice
+                .client
+                .execute("const m = document.querySelector('main'); return m.scrollHeight <= m.clientHeight;", vec![])
+                .await
+                .unwrap();
+            assert_eq!(whole, json!(true), "{name}: the page itself does not scroll, only the log");
+        }
+        // On a phone the member list is one tap away.
+        assert!(!alice.client.find(fantoccini::Locator::Css("#member-list")).await.unwrap().is_displayed().await.unwrap());
+        alice.click("#show-members").await;
+        alice.wait_for_text("#member-list", "bob").await;
+        keep_screenshot(&alice, "members-phone").await;
+        alice.click("#show-members").await;
+        alice.client.set_window_size(1280, 900).await.unwrap();
+
+        // Scrolled up, the view stays put and offers the new messages.
+        alice.client.execute("document.getElementById('logs').scrollTop = 0", vec![]).await.unwrap();
+        bob.say("long", "while you were reading").await;
+        alice.wait_for_text("#new-messages", "1 new message").await;
+        assert!(!in_viewport(&alice, &format!("{} li.message", log("long"))).await);
+        alice.click("#new-messages").await;
+        assert!(in_viewport(&alice, &format!("{} li.message", log("long"))).await);
+
+        // Shift+Enter adds a line, Enter sends.
+        alice.fill("#message", "line one\u{E008}\u{E007}\u{E008}line two\u{E007}").await;
+        let got = bob.reads("alice").await;
+        assert_eq!(got, "line one\nline two");
+        // Links: http and https only, as elements that open without a referrer.
+        bob.say("long", "javascript:alert(1) or https://example.com/a?b=1.").await;
+        alice.wait_for_text(&log("long"), "example.com/a").await;
+        let links = alice
+            .client
+            .execute(
+                "return [...document.querySelectorAll('.log li.message:last-child a')].map(a => [a.href, a.rel]);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(links, json!([["https://example.com/a?b=1", "noopener noreferrer"]]));
+
+        // Unread counts: on the room, and in the tab's title; cleared on reading.
+        join(&alice, "other").await;
+        bob.say("long", "over here").await;
+        alice.wait_for_text("#room-list button[data-room='long'] .count", "1").await;
+        let title = alice.client.title().await.unwrap();
+        assert_eq!(title, "(1) Ilo");
+        alice.click("#room-list button[data-room='long']").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alice.client.title().await.unwrap() != "Ilo" {
+            assert!(std::time::Instant::now() < deadline, "the count clears");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // A reload keeps the session and the rooms.
+        alice.client.refresh().await.unwrap();
+        alice.wait_for_text("#whoami", "alice").await;
+        alice.wait_for_text("#room-list", "long").await;
+        alice.wait_for_text("#room-list", "other").await;
+        bob.say("long", "after the reload").await;
+        alice.click("#room-list button[data-room='long']").await;
+        alice.wait_for_text(&log("long"), "after the reload").await;
+    })
+    .await;
+    alice.close().await;
+    ilo.stop().await;
 }

@@ -9,11 +9,14 @@ import { Known, loadKeys, saveKeys } from "./keystore.js";
 const $ = (id) => document.getElementById(id);
 
 const store = {
-  // The API key belongs to this browser; the session token to this tab.
+  // All of it belongs to this browser, for this origin: a reload or a new tab stays logged in
+  // and goes back to its rooms; logging out clears the session. The token never goes in a URL.
   get apiKey() { return localStorage.getItem("ilo.apiKey"); },
   set apiKey(v) { v ? localStorage.setItem("ilo.apiKey", v) : localStorage.removeItem("ilo.apiKey"); },
-  get session() { return JSON.parse(sessionStorage.getItem("ilo.session") || "null"); },
-  set session(v) { v ? sessionStorage.setItem("ilo.session", JSON.stringify(v)) : sessionStorage.removeItem("ilo.session"); },
+  get session() { return JSON.parse(localStorage.getItem("ilo.session") || "null"); },
+  set session(v) { v ? localStorage.setItem("ilo.session", JSON.stringify(v)) : localStorage.removeItem("ilo.session"); },
+  rooms(user) { return JSON.parse(localStorage.getItem(`ilo.rooms.${user}`) || "[]"); },
+  setRooms(user, rooms) { localStorage.setItem(`ilo.rooms.${user}`, JSON.stringify(rooms)); },
 };
 
 // ---------------------------------------------------------------- REST
@@ -57,7 +60,6 @@ async function apiKey(fresh) {
   if (store.apiKey && !fresh) return store.apiKey;
   const reply = await api("POST", "/key");
   store.apiKey = reply.detail;
-  note("This browser obtained its own API key from the server and keeps it for you.");
   return store.apiKey;
 }
 
@@ -148,7 +150,7 @@ async function onAuthSubmit(event) {
       await withApiKey((api_key) => api("POST", "/user", { username, password, public_key: keys.bundle, api_key }));
       // Only an account that exists gets keys saved: a refused name never replaces another's.
       await saveKeys(username, keys);
-      note(`Account ${username} created. Its keys stay in this browser.`);
+      note(`Account ${username} created. Its encryption keys stay in this browser.`);
     }
     await logIn(username, password);
     $("password").value = "";
@@ -234,6 +236,8 @@ const chat = {
   inbox: Promise.resolve(), // frames are handled one after another, in order
   outbox: Promise.resolve(), // and messages are sealed and sent in order
   lookups: new Map(), // user -> { at, bundle } from GET /user/{user}
+  below: 0, // messages that arrived below the view while scrolled up
+  following: true, // the view is at the bottom and follows new messages
 };
 
 function status(text, problem) {
@@ -260,6 +264,7 @@ async function enterChat() {
   }
   chat.keys = checked.keys;
   chat.known = new Known(session.user);
+  chat.wanted = store.rooms(session.user);
   $("key-setup").hidden = true;
   $("chat").hidden = false;
   connect();
@@ -390,6 +395,7 @@ async function onFrame(frame) {
 function onError(frame) {
   if (frame.code === "bad_room" || frame.code === "too_many_rooms") {
     chat.wanted = chat.wanted.filter((r) => chat.rooms.has(r));
+    saveRooms();
     $("room-error").textContent = frame.detail;
   } else {
     $("send-error").textContent = frame.detail;
@@ -401,7 +407,7 @@ function onError(frame) {
 function onJoined(frame) {
   let room = chat.rooms.get(frame.room);
   if (!room) {
-    room = { log: document.createElement("ol"), members: new Map(), seen: new Set(), folded: null };
+    room = { log: document.createElement("ol"), members: new Map(), seen: new Set(), folded: null, unread: 0, lastDay: null };
     room.log.className = "log";
     room.log.setAttribute("role", "log");
     room.log.setAttribute("aria-label", `Messages in ${frame.room}`);
@@ -410,7 +416,7 @@ function onJoined(frame) {
     const li = document.createElement("li");
     room.button = document.createElement("button");
     room.button.type = "button";
-    room.button.textContent = `# ${frame.room}`;
+    room.button.append(`# ${frame.room}`, Object.assign(document.createElement("span"), { className: "count", hidden: true }));
     room.button.dataset.room = frame.room;
     room.button.addEventListener("click", () => activate(frame.room));
     li.append(room.button);
@@ -478,6 +484,7 @@ function dropRoom(name) {
   room.log.remove();
   room.button.parentElement.remove();
   chat.rooms.delete(name);
+  renderUnread();
   if (chat.active === name) activate(chat.rooms.keys().next().value ?? null);
 }
 
@@ -487,6 +494,8 @@ function activate(name) {
     log.hidden = room !== name;
     button.setAttribute("aria-current", String(room === name));
   }
+  if (name) markRead(name);
+  scrollToBottom();
   $("room-title").textContent = name ? `# ${name}` : "No room yet";
   $("leave").hidden = !name;
   $("message").placeholder = name ? `Message # ${name}` : "Join a room to chat";
@@ -498,6 +507,7 @@ function renderMembers() {
   const list = $("member-list");
   list.replaceChildren();
   const room = chat.rooms.get(chat.active);
+  $("show-members").textContent = room ? `Members (${room.members.size})` : "Members";
   if (!room) return;
   for (const user of [...room.members.keys()].sort()) {
     const li = document.createElement("li");
@@ -591,6 +601,7 @@ async function onSend(event) {
   }
   const roomName = chat.active;
   $("message").value = "";
+  fitComposer();
   // Sealing takes a moment: chained, so that messages leave in the order they were written.
   chat.outbox = chat.outbox.then(async () => {
     const body = await e2e.seal(chat.keys, roomName, chat.me, text, recipients);
@@ -694,9 +705,44 @@ function messageLine(frame, text, how) {
   const body = document.createElement("span");
   body.className = "body";
   body.dir = "auto";
-  body.textContent = text;
+  body.append(...linked(text));
+  if (frame.from === chat.me) {
+    li.classList.add("mine");
+    const you = document.createElement("span");
+    you.className = "visually-hidden";
+    you.textContent = " (you)";
+    from.append(you);
+  }
   li.append(time, from, badge(how), body);
   return li;
+}
+
+const LINK = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]]/g;
+
+/** `text` as nodes: http and https addresses become links (built as elements, never markup,
+ *  opened without a referrer or a handle on this page); nothing else does. */
+function linked(text) {
+  const nodes = [];
+  let at = 0;
+  for (const match of text.matchAll(LINK)) {
+    let url;
+    try {
+      url = new URL(match[0]);
+    } catch {
+      continue;
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") continue;
+    nodes.push(text.slice(at, match.index));
+    const a = document.createElement("a");
+    a.href = url.href;
+    a.textContent = match[0];
+    a.rel = "noopener noreferrer";
+    a.target = "_blank";
+    nodes.push(a);
+    at = match.index + match[0].length;
+  }
+  nodes.push(text.slice(at));
+  return nodes;
 }
 
 /** An event in a room's log. `text` is a string, or an array of strings and `{ name }` parts:
@@ -720,15 +766,96 @@ function eventLine(text, { warn = false, verify = null } = {}) {
 function addLine(roomName, li) {
   const room = chat.rooms.get(roomName);
   if (!room) return;
-  const logs = $("logs");
-  const atBottom = logs.scrollHeight - logs.scrollTop - logs.clientHeight < 40;
+  const shown = roomName === chat.active;
+  const atBottom = isAtBottom();
+  const time = li.querySelector("time");
+  if (time) {
+    const day = new Date(time.dateTime).toDateString();
+    if (room.lastDay && room.lastDay !== day) room.log.append(dayLine(time.dateTime));
+    room.lastDay = day;
+  }
   room.log.append(li);
-  if (atBottom) logs.scrollTop = logs.scrollHeight;
+  const message = li.classList.contains("message") && !li.classList.contains("mine");
+  if (message && (!shown || document.hidden)) {
+    room.unread += 1;
+    renderUnread();
+  }
+  if (!shown) return;
+  if (atBottom || li.classList.contains("mine")) {
+    scrollToBottom();
+  } else if (message) {
+    chat.below += 1;
+    $("new-messages").textContent = `${chat.below} new message${chat.below === 1 ? "" : "s"} ↓`;
+    $("new-messages").hidden = false;
+  }
+}
+
+function dayLine(iso) {
+  const li = document.createElement("li");
+  li.className = "day";
+  li.setAttribute("role", "separator");
+  li.textContent = new Date(iso).toLocaleDateString([], { weekday: "long", year: "numeric", month: "long", day: "numeric" });
+  return li;
+}
+
+function isAtBottom() {
+  const logs = $("logs");
+  return logs.scrollHeight - logs.scrollTop - logs.clientHeight < 40;
+}
+
+function scrollToBottom() {
+  const logs = $("logs");
+  logs.scrollTop = logs.scrollHeight;
+  chat.following = true;
+  chat.below = 0;
+  $("new-messages").hidden = true;
+}
+
+/** Unread counts: bold and a number on each room, the total in the tab's title. */
+function renderUnread() {
+  let total = 0;
+  for (const room of chat.rooms.values()) {
+    total += room.unread;
+    const count = room.button.querySelector(".count");
+    count.textContent = String(room.unread);
+    count.hidden = room.unread === 0;
+    room.button.classList.toggle("unread", room.unread > 0);
+  }
+  document.title = total ? `(${total}) Ilo` : "Ilo";
+}
+
+function markRead(name) {
+  const room = chat.rooms.get(name);
+  if (room && !document.hidden) {
+    room.unread = 0;
+    renderUnread();
+  }
+}
+
+/** The message box grows with its lines, up to a few. */
+function fitComposer() {
+  const box = $("message");
+  box.style.height = "auto";
+  box.style.height = `${Math.min(box.scrollHeight + 2, 160)}px`;
+}
+
+function onComposerKey(event) {
+  // Enter sends; Shift+Enter (and composing in an input method) adds a line.
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    $("send-form").requestSubmit();
+  }
 }
 
 function setComposer(enabled) {
   $("message").disabled = !enabled;
   $("send").disabled = !enabled;
+}
+
+/** Remembers the rooms to be in, so that a reload or a new tab goes back to them. */
+function saveRooms() {
+  const session = store.session;
+  if (session) store.setRooms(session.user, chat.wanted);
 }
 
 function onJoin(event) {
@@ -746,6 +873,7 @@ function onJoin(event) {
     return;
   }
   if (!chat.wanted.includes(room)) chat.wanted.push(room);
+  saveRooms();
   send({ type: "join", room });
 }
 
@@ -753,8 +881,14 @@ function onLeave() {
   if (!chat.active) return;
   const room = chat.active;
   chat.wanted = chat.wanted.filter((r) => r !== room);
+  saveRooms();
   send({ type: "leave", room });
   $("room-name").focus();
+}
+
+function toggleMembers() {
+  const open = $("members").classList.toggle("open");
+  $("show-members").setAttribute("aria-expanded", String(open));
 }
 
 // ---------------------------------------------------------------- start
@@ -774,6 +908,19 @@ document.addEventListener("DOMContentLoaded", () => {
   $("key-cancel").addEventListener("click", logout);
   $("join-form").addEventListener("submit", onJoin);
   $("send-form").addEventListener("submit", onSend);
+  $("message").addEventListener("keydown", onComposerKey);
+  $("message").addEventListener("input", () => { fitComposer(); $("send-error").textContent = ""; });
+  $("room-name").addEventListener("input", () => { $("room-error").textContent = ""; });
+  for (const id of ["username", "password"]) $(id).addEventListener("input", clearAuthErrors);
+  $("logs").addEventListener("scroll", () => {
+    chat.following = isAtBottom();
+    if (chat.following) scrollToBottom();
+  });
+  // A smaller window (a phone turned, a keyboard opening) keeps the newest message in view.
+  new ResizeObserver(() => { if (chat.following) scrollToBottom(); }).observe($("logs"));
+  $("new-messages").addEventListener("click", scrollToBottom);
+  $("show-members").addEventListener("click", toggleMembers);
+  document.addEventListener("visibilitychange", () => { if (chat.active) markRead(chat.active); });
   $("leave").addEventListener("click", onLeave);
   $("logout").addEventListener("click", logout);
   $("verify-mark").addEventListener("click", () => onVerifyDecision(false));
