@@ -663,10 +663,8 @@ async fn the_page_fits_the_screen_follows_the_talk_and_survives_a_reload() {
         alice.open(&base).await;
         alice.wait_for("#username").await;
         for hidden in ["#chat", "#room-name", "#message", "#member-list"] {
-            assert!(
-                alice.client.find(fantoccini::Locator::Css(hidden)).await.unwrap().is_displayed().await.unwrap() == false,
-                "{hidden} is shown while logged out"
-            );
+            let element = alice.client.find(fantoccini::Locator::Css(hidden)).await.unwrap();
+            assert!(!element.is_displayed().await.unwrap(), "{hidden} is shown while logged out");
         }
         register(&alice, &base, "alice", "Alice-pass-1").await;
         join(&alice, "long").await;
