@@ -298,12 +298,7 @@ async fn a_flood_of_garbage_tokens_reaches_ilo_api_once_per_token() {
             ws::connect(&relay.ws_url("/ws"), "not-a-real-token", Presented::Header).await;
         assert!(matches!(refused, Err(Refused { status: 401, .. })));
     }
-    let metrics = reqwest::get(relay.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::text_of(&relay.http_url("/metrics")).await;
     assert!(
         metrics.contains("potion_token_validation_seconds_count 1\n"),
         "one question to ilo-api for 100 upgrades: {metrics}"

@@ -152,6 +152,23 @@ async fn without_trusted_proxies_the_header_is_ignored() {
     assert_eq!(key_status(&app, "203.0.113.2").await, 429);
 }
 
+/// `PUT /user` as `name` from `client`.
+async fn log_in(
+    app: &TestApp,
+    client: &reqwest::Client,
+    name: &str,
+    password: &str,
+    key: &str,
+) -> reqwest::Response {
+    let body = json!({"username": name, "password": password, "api_key": key});
+    client
+        .put(app.url("/user"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A client whose requests come from `127.0.0.<n>` (all of 127/8 is loopback).
 fn from(n: u8) -> reqwest::Client {
     reqwest::Client::builder()
@@ -170,17 +187,10 @@ async fn a_login_flood_from_one_address_gets_429_while_another_address_logs_in()
     let key = app.create_user("crowd").await;
     let victim_key = app.create_user("victim").await;
     let login = |client: reqwest::Client, name: &'static str, key: String| {
-        let url = app.url("/user");
+        let app = &app;
         async move {
-            let body = json!({"username": name, "password": PASSWORD, "api_key": key});
-            client
-                .put(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
+            let reply = log_in(app, &client, name, PASSWORD, &key).await;
+            reply.status().as_u16()
         }
     };
     // 300 correct-password logins at once from one address, and one from another.
@@ -227,15 +237,10 @@ async fn successful_logins_and_registrations_are_limited_per_address() {
     );
 
     let login = |client: reqwest::Client| {
-        let (url, key) = (app.url("/user"), key.clone());
+        let (app, key) = (&app, key.clone());
         async move {
-            let body = json!({"username": "reg1", "password": PASSWORD, "api_key": key});
-            client
-                .put(url)
-                .json(&body)
-                .send()
+            log_in(app, &client, "reg1", PASSWORD, &key)
                 .await
-                .unwrap()
                 .status()
                 .as_u16()
         }
@@ -252,11 +257,8 @@ async fn a_username_guessed_from_many_addresses_slows_down_but_its_owner_gets_in
     let app = TestApp::spawn_with(Backend::Sqlite, |c| c.login_failures = 3).await;
     let key = app.create_user("owner").await;
     let attempt = |client: reqwest::Client, password: &'static str| {
-        let (url, key) = (app.url("/user"), key.clone());
-        async move {
-            let body = json!({"username": "owner", "password": password, "api_key": key});
-            client.put(url).json(&body).send().await.unwrap()
-        }
+        let (app, key) = (&app, key.clone());
+        async move { log_in(app, &client, "owner", password, &key).await }
     };
     // The owner logs in from home once.
     assert_eq!(attempt(from(20), PASSWORD).await.status(), 200);

@@ -519,12 +519,7 @@ async fn probes_and_metrics_answer() {
     ws.send(json!({"type": "send", "room": "m", "body": "count me"}))
         .await;
     ws.next_of("message").await;
-    let metrics = reqwest::get(relay.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::text_of(&relay.http_url("/metrics")).await;
     for line in [
         "potion_connections 1",
         "potion_rooms 1",

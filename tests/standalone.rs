@@ -137,12 +137,7 @@ async fn probes_and_metrics_cover_both_services() {
         ready,
         json!({"status": "ready", "database": "up", "bus": "up", "auth": "up"})
     );
-    let metrics = reqwest::get(ilo.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::text_of(&ilo.url("/metrics")).await;
     assert!(
         metrics.contains("# TYPE ilo_api_http_requests counter"),
         "{metrics}"

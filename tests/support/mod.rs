@@ -37,6 +37,11 @@ pub fn binary(package: &str, name: &str) -> std::path::PathBuf {
     binary
 }
 
+/// The body of `GET url` (metrics, probes), whatever the status.
+pub async fn text_of(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
 /// Polls `url` until it answers 200, as an orchestrator polls a readiness probe; panics after
 /// `patience`.
 pub async fn wait_until_ok(url: &str, patience: std::time::Duration) {
