@@ -751,3 +751,37 @@ async fn the_page_fits_the_screen_follows_the_talk_and_survives_a_reload() {
     alice.close().await;
     ilo.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_rules_show_when_creating_and_an_account_can_be_deleted() {
+    let ilo = TestStandalone::spawn().await;
+    let driver = Chromedriver::start().await;
+    let hana = driver.browser("hana").await;
+    let base = ilo.url("/");
+    with_screenshots("account", &[&hana], async {
+        hana.open(&base).await;
+        hana.wait_for("#username").await;
+        let rules = hana
+            .client
+            .find(fantoccini::Locator::Css("#password-rules"))
+            .await
+            .unwrap();
+        assert!(
+            !rules.is_displayed().await.unwrap(),
+            "no rules while logging in"
+        );
+        register(&hana, &base, "hana", "Hana-pass-12").await;
+
+        hana.click("#account").await;
+        hana.fill("#account-password", "Hana-pass-12").await;
+        hana.click("#account-delete").await;
+        hana.client.accept_alert().await.unwrap();
+        hana.wait_for_text("#status", "was deleted").await;
+        hana.wait_for("#username").await;
+        let api = ilo_client::rest::Api::new(ilo.url(""));
+        assert!(api.public_key("hana").await.is_err(), "the account is gone");
+    })
+    .await;
+    hana.close().await;
+    ilo.stop().await;
+}

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ilo_client::rest::{Api, Session};
+use ilo_client::rest::{Api, RestError, Session};
 use ilo_e2e::{Bundle, Keys};
 
 use crate::{Args, keyfile};
@@ -30,7 +30,13 @@ pub struct LoggedIn {
     pub api: Api,
 }
 
-pub async fn session(args: &Args, password: &str) -> anyhow::Result<LoggedIn> {
+/// Registers (when asked) and logs in. On a terminal, a password the server finds too weak
+/// is asked for again rather than ending the program.
+pub async fn session(
+    args: &Args,
+    password: &mut String,
+    interactive: bool,
+) -> anyhow::Result<LoggedIn> {
     let api = Api::new(args.server.trim_end_matches('/'));
     let api_key = api_key(args, &api).await?;
     let key_file = match &args.key_file {
@@ -38,8 +44,22 @@ pub async fn session(args: &Args, password: &str) -> anyhow::Result<LoggedIn> {
         None => keyfile::default_path(&args.server, &args.user)?,
     };
     if args.register {
-        register(args, &api, password, &api_key, &key_file).await?;
+        loop {
+            match register(args, &api, password, &api_key, &key_file).await {
+                Err(Registration::WeakPassword(detail)) if interactive => {
+                    eprintln!("ilo-chat: {detail}");
+                    *password = rpassword::prompt_password("Another password: ")
+                        .context("cannot read the password")?;
+                }
+                Err(Registration::WeakPassword(detail)) => {
+                    anyhow::bail!("cannot create {}: {detail}", args.user)
+                }
+                Err(Registration::Failed(e)) => return Err(e),
+                Ok(()) => break,
+            }
+        }
     }
+    let password: &str = password;
     let login = || async {
         api.login(&args.user, password, &api_key)
             .await
@@ -88,6 +108,12 @@ async fn api_key(args: &Args, api: &Api) -> anyhow::Result<String> {
     Ok(key)
 }
 
+enum Registration {
+    /// The server's sentence about the password's broken rules.
+    WeakPassword(String),
+    Failed(anyhow::Error),
+}
+
 /// Creates the account with a new key bundle. The key file is written first (never over an
 /// existing one) and removed again if the account cannot be created.
 async fn register(
@@ -96,20 +122,29 @@ async fn register(
     password: &str,
     api_key: &str,
     key_file: &std::path::Path,
-) -> anyhow::Result<()> {
+) -> Result<(), Registration> {
     let keys = Keys::generate();
-    keyfile::save(key_file, &args.user, &keys, false).with_context(|| {
-        format!(
-            "a key file may already exist for {}; pass another --key-file",
-            args.user
-        )
-    })?;
+    keyfile::save(key_file, &args.user, &keys, false)
+        .with_context(|| {
+            format!(
+                "a key file may already exist for {}; pass another --key-file",
+                args.user
+            )
+        })
+        .map_err(Registration::Failed)?;
     if let Err(e) = api
         .register(&args.user, password, &keys.bundle().encode(), api_key)
         .await
     {
         keyfile::discard(key_file);
-        return Err(e).with_context(|| format!("cannot create {}", args.user));
+        return Err(match e {
+            RestError::Refused { code, detail, .. } if code == "weak_password" => {
+                Registration::WeakPassword(detail)
+            }
+            e => Registration::Failed(
+                anyhow::Error::new(e).context(format!("cannot create {}", args.user)),
+            ),
+        });
     }
     eprintln!(
         "ilo-chat: created {}; your keys are in {}",

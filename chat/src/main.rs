@@ -63,8 +63,8 @@ pub struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let interactive = std::io::stdin().is_terminal();
-    let password = login::password(interactive)?;
-    let login = login::session(&args, &password).await?;
+    let mut password = login::password(interactive)?;
+    let login = login::session(&args, &mut password, interactive).await?;
     let relay = args.relay.clone().unwrap_or_else(|| ws_url(&args.server));
     let mut chat = ilo_client::chat::Chat::connect(&relay, &login.session.token).await?;
     let mut known = None;

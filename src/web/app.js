@@ -123,7 +123,10 @@ function showAuthError(e) {
       $(field).setAttribute("aria-invalid", "true");
     }
   }
-  if (e.code === "weak_password" || byField.password.length) checkPasswordRules(true);
+  if (e.code === "weak_password" || byField.password.length) {
+    $("password-rules").hidden = false;
+    checkPasswordRules(true);
+  }
   const shownBeside = byField.username.length || byField.password.length;
   if (!shownBeside || byField.other) $("auth-error").textContent = e.message;
   (byField.username.length ? $("username") : byField.password.length ? $("password") : $("auth-error")).focus?.();
@@ -136,6 +139,7 @@ async function onAuthSubmit(event) {
   const password = $("password").value;
   clearAuthErrors();
   $("notice").textContent = "";
+  if (action === "register") $("password-rules").hidden = false; // shown when creating, not when logging in
   if (action === "register" && !checkPasswordRules(true)) {
     $("password-error").textContent = "The password does not meet every rule above.";
     $("password").setAttribute("aria-invalid", "true");
@@ -249,6 +253,7 @@ async function enterChat() {
   const session = store.session;
   $("auth").hidden = true;
   $("logout").hidden = false;
+  $("account").hidden = false;
   $("whoami").hidden = false;
   $("whoami").textContent = session.user;
   let checked;
@@ -286,6 +291,7 @@ function leaveChat(reason) {
   $("key-setup").hidden = true;
   $("auth").hidden = false;
   $("logout").hidden = true;
+  $("account").hidden = true;
   $("whoami").hidden = true;
   status(reason || "", Boolean(reason));
   $("username").focus();
@@ -886,6 +892,54 @@ function onLeave() {
   $("room-name").focus();
 }
 
+// ---------------------------------------------------------------- account
+
+function openAccount() {
+  $("account-password").value = "";
+  $("account-error").textContent = "";
+  $("account-dialog").showModal();
+  $("account-password").focus();
+}
+
+/** Deletes the account (`DELETE /user`) after a confirmation. */
+async function deleteAccount() {
+  const session = store.session;
+  const password = $("account-password").value;
+  if (!password) return void ($("account-error").textContent = "Type your password to confirm.");
+  if (!confirm(`Delete the account ${session.user} for good? This cannot be undone.`)) return;
+  try {
+    await api("DELETE", "/user", { password }, session.token);
+    localStorage.removeItem(`ilo.rooms.${session.user}`);
+    $("account-dialog").close();
+    leaveChat("");
+    status(`The account ${session.user} was deleted.`);
+  } catch (e) {
+    $("account-error").textContent = e.message;
+  }
+}
+
+/** A new key for this browser (`PUT /user/public_key`), after a confirmation. */
+async function replaceKey() {
+  const session = store.session;
+  const password = $("account-password").value;
+  if (!password) return void ($("account-error").textContent = "Type your password to confirm.");
+  if (!confirm("Create a new key? Others will see that your key changed.")) return;
+  try {
+    const keys = await e2e.generateKeys();
+    await api("PUT", "/user/public_key", { password, public_key: keys.bundle }, session.token);
+    await saveKeys(session.user, keys);
+    $("account-dialog").close();
+    const socket = chat.socket;
+    chat.socket = null; // the relay closes it with 4001: not a reason to leave the chat
+    socket?.close(1000);
+    await logIn(session.user, password);
+    await enterChat();
+    note("This browser has a new key. Other members will see that your key changed.");
+  } catch (e) {
+    $("account-error").textContent = e.message;
+  }
+}
+
 function toggleMembers() {
   const open = $("members").classList.toggle("open");
   $("show-members").setAttribute("aria-expanded", String(open));
@@ -923,6 +977,10 @@ document.addEventListener("DOMContentLoaded", () => {
   document.addEventListener("visibilitychange", () => { if (chat.active) markRead(chat.active); });
   $("leave").addEventListener("click", onLeave);
   $("logout").addEventListener("click", logout);
+  $("account").addEventListener("click", openAccount);
+  $("account-delete").addEventListener("click", deleteAccount);
+  $("account-new-key").addEventListener("click", replaceKey);
+  $("account-close").addEventListener("click", () => $("account-dialog").close());
   $("verify-mark").addEventListener("click", () => onVerifyDecision(false));
   $("verify-accept").addEventListener("click", () => onVerifyDecision(true));
   $("verify-close").addEventListener("click", () => $("verify-dialog").close());
