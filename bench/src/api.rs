@@ -34,6 +34,10 @@ pub struct Options {
     /// Database for the measured ilo-api (default: a fresh SQLite file).
     #[arg(long)]
     database_url: Option<String>,
+    /// After the measurements, this many more logins (8 at a time) with ilo-api's resident
+    /// memory read before, halfway and after: hashing memory must not grow with load.
+    #[arg(long, default_value_t = 0)]
+    memory_logins: usize,
     /// The ilo-api binary (default: next to this one).
     #[arg(long)]
     ilo_api: Option<PathBuf>,
@@ -108,8 +112,24 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     })
     .await;
 
+    let memory = if options.memory_logins > 0 {
+        Some(
+            login_memory(
+                &http,
+                &base,
+                &login,
+                server.child.id(),
+                options.memory_logins,
+            )
+            .await,
+        )
+    } else {
+        None
+    };
+
     let seconds = window.as_secs_f64();
     let report = json!({
+        "rss_mib_before_after_half_after_logins": memory,
         "post_key_per_s": round(keys as f64 / seconds, 0),
         "logins_per_s": round(logins as f64 / seconds, 1),
         "login_p50_ms": round(login_latency.quantile_ms(0.5), 2),
@@ -126,6 +146,28 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     });
     println!("{report}");
     Ok(())
+}
+
+/// `logins` correct logins, 8 at a time; ilo-api's RSS in MiB before, halfway and after.
+async fn login_memory(
+    http: &reqwest::Client,
+    base: &str,
+    body: &serde_json::Value,
+    pid: u32,
+    logins: usize,
+) -> [f64; 3] {
+    use futures_util::StreamExt as _;
+    let rss = || round(crate::proc::rss_bytes(pid) as f64 / (1024.0 * 1024.0), 1);
+    let half = || {
+        futures_util::stream::iter(0..logins / 2).for_each_concurrent(8, |_| async {
+            let _ = http.put(format!("{base}/user")).json(body).send().await;
+        })
+    };
+    let before = rss();
+    half().await;
+    let halfway = rss();
+    half().await;
+    [before, halfway, rss()]
 }
 
 /// Runs `callers` loops of `call` for `window`; successful calls and their latencies.
@@ -182,7 +224,8 @@ fn hash_time_ms() -> f64 {
     let mut samples = Samples::default();
     for _ in 0..10 {
         let started = Instant::now();
-        let _ = ilo_api::passwords::hash_now(PASSWORD);
+        let _ =
+            argon2::PasswordHasher::hash_password(&argon2::Argon2::default(), PASSWORD.as_bytes());
         samples.push(started.elapsed());
     }
     samples.quantile_ms(0.5)
@@ -242,6 +285,9 @@ impl Server {
             .env("ILO_KEY_RATE", "0")
             .env("ILO_LOGIN_FAILURES", "0")
             .env("ILO_LOOKUP_RATE", "0")
+            .env("ILO_LOGIN_RATE", "0")
+            .env("ILO_REGISTER_RATE", "0")
+            .env("ILO_HASH_PER_CLIENT", "0")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
