@@ -29,7 +29,6 @@ pub async fn run(
         .context("scripts need --room: every line of stdin is sent there")?
         .clone();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut me = String::new();
     // Lines read but not yet handed to the relay (at most one: stdin waits while it is full).
     let mut outbox: VecDeque<(String, String)> = VecDeque::new();
     let mut unconfirmed: HashSet<String> = HashSet::new();
@@ -52,15 +51,12 @@ pub async fn run(
             }
             event = chat.next() => match event? {
                 Event::Message(message) => {
-                    if message.from == me && let Some(reference) = &message.reference {
+                    if chat.me() == Some(message.from.as_str()) && let Some(reference) = &message.reference {
                         unconfirmed.remove(reference);
                     }
                     print(&show::message_json(&message), &show::message_line(&message), args.json);
                 }
                 Event::Frame(frame) => {
-                    if let ServerFrame::Welcome { user, .. } = &frame {
-                        me.clone_from(user);
-                    }
                     if let ServerFrame::Error { reference: Some(reference), code, detail } = &frame {
                         if unconfirmed.remove(reference) {
                             refused += 1;

@@ -146,9 +146,11 @@ impl Chat {
         text: &str,
         reference: Option<String>,
     ) -> Result<(), SendError> {
-        let body = match &self.e2e {
-            Some(e2e) => e2e.seal(room, text, self.max_body).await?,
-            None => text.to_owned(),
+        let body = match (&self.e2e, self.me.as_deref()) {
+            (Some(e2e), Some(me)) => e2e.seal(me, room, text, self.max_body).await?,
+            // Not welcomed yet: the room cannot have been joined either.
+            (Some(_), None) => return Err(SendError::NotJoined(room.to_owned())),
+            (None, _) => text.to_owned(),
         };
         self.send(&ClientFrame::Send {
             room: room.into(),
@@ -223,14 +225,10 @@ impl Chat {
         if let ServerFrame::Welcome { user, .. } = &frame {
             self.me = Some(user.clone());
         }
-        if let Some(e2e) = self.e2e.as_mut() {
-            let changes = e2e.track(&frame);
-            self.ready.push_back(Event::Frame(frame));
-            self.ready
-                .extend(changes.into_iter().map(Event::KeyChanged));
-        } else {
-            self.ready.push_back(Event::Frame(frame));
-        }
+        let changes = self.e2e.as_mut().map(|e2e| e2e.track(&frame));
+        self.ready.push_back(Event::Frame(frame));
+        self.ready
+            .extend(changes.into_iter().flatten().map(Event::KeyChanged));
     }
 
     /// A `message` frame as its reader should see it; `None` for a replay.

@@ -91,7 +91,6 @@ impl Room {
 pub struct E2e {
     /// Shared with the blocking thread that seals.
     keys: Arc<Keys>,
-    me: Option<String>,
     keyring: Keyring,
     directory: Option<Api>,
     rooms: HashMap<String, Room>,
@@ -104,7 +103,6 @@ impl E2e {
     pub fn new(keys: Keys, keyring: Keyring, directory: Option<Api>) -> Self {
         Self {
             keys: Arc::new(keys),
-            me: None,
             keyring,
             directory,
             rooms: HashMap::new(),
@@ -146,10 +144,6 @@ impl E2e {
     /// they reveal.
     pub fn track(&mut self, frame: &ServerFrame) -> Vec<KeyChange> {
         match frame {
-            ServerFrame::Welcome { user, .. } => {
-                self.me = Some(user.clone());
-                Vec::new()
-            }
             ServerFrame::Joined { room, members } => {
                 let listed = members
                     .iter()
@@ -210,10 +204,17 @@ impl E2e {
         })
     }
 
-    /// Seals `text` for `room`'s members who have a key, and for this user. The X25519 work
-    /// (milliseconds for a large room) runs on tokio's blocking pool, off the executor.
-    pub async fn seal(&self, room: &str, text: &str, max_body: usize) -> Result<String, SendError> {
-        let (Some(me), Some(entry)) = (self.me.clone(), self.rooms.get(room)) else {
+    /// Seals `text`, sent by `me` (this user's name as the relay's `welcome` gave it), for
+    /// `room`'s members who have a key and for this user. The X25519 work (milliseconds for a
+    /// large room) runs on tokio's blocking pool, off the executor.
+    pub async fn seal(
+        &self,
+        me: &str,
+        room: &str,
+        text: &str,
+        max_body: usize,
+    ) -> Result<String, SendError> {
+        let Some(entry) = self.rooms.get(room) else {
             return Err(SendError::NotJoined(room.to_owned()));
         };
         let held: Vec<String> = entry
@@ -241,7 +242,12 @@ impl E2e {
                 max: max_body,
             });
         }
-        let (keys, room, text) = (Arc::clone(&self.keys), room.to_owned(), text.to_owned());
+        let (keys, me, room, text) = (
+            Arc::clone(&self.keys),
+            me.to_owned(),
+            room.to_owned(),
+            text.to_owned(),
+        );
         tokio::task::spawn_blocking(move || ilo_e2e::seal(&keys, &room, &me, &text, &recipients))
             .await
             .map_err(|_| SendError::Seal(ilo_e2e::E2eError::Recipients))?
@@ -311,12 +317,8 @@ mod tests {
         }
     }
 
-    fn session(user: &str, keys: Keys, room: &str, members: Vec<Member>) -> E2e {
+    fn session(keys: Keys, room: &str, members: Vec<Member>) -> E2e {
         let mut e2e = E2e::new(keys, Keyring::default(), None);
-        e2e.track(&ServerFrame::Welcome {
-            user: user.into(),
-            connection: "c".into(),
-        });
         e2e.track(&ServerFrame::Joined {
             room: room.into(),
             members,
@@ -337,9 +339,12 @@ mod tests {
     async fn members_read_each_other_and_a_replay_is_dropped() {
         let (a, b) = (Keys::generate(), Keys::generate());
         let members = vec![member("alice", &a), member("bob", &b)];
-        let mut alice = session("alice", a, "lobby", members.clone());
-        let mut bob = session("bob", b, "lobby", members);
-        let body = alice.seal("lobby", "hi bob", 16_384).await.expect("sealed");
+        let mut alice = session(a, "lobby", members.clone());
+        let mut bob = session(b, "lobby", members);
+        let body = alice
+            .seal("alice", "lobby", "hi bob", 16_384)
+            .await
+            .expect("sealed");
         assert!(!body.contains("hi bob"));
         assert_eq!(
             bob.open("lobby", "alice", &body).await,
@@ -365,23 +370,23 @@ mod tests {
     #[tokio::test]
     async fn who_leaves_stops_receiving_and_who_joins_reads_from_then_on() {
         let (a, b, c) = (Keys::generate(), Keys::generate(), Keys::generate());
-        let mut alice = session("alice", a, "lobby", vec![]);
+        let mut alice = session(a, "lobby", vec![]);
         alice.track(&ServerFrame::Joined {
             room: "lobby".into(),
             members: vec![member("alice", alice.keys()), member("bob", &b)],
         });
         let before = alice
-            .seal("lobby", "before carol", 16_384)
+            .seal("alice", "lobby", "before carol", 16_384)
             .await
             .expect("sealed");
         alice.track(&presence("bob", PresenceEvent::Leave, None));
         alice.track(&presence("carol", PresenceEvent::Join, Some(&c)));
         let after = alice
-            .seal("lobby", "after carol", 16_384)
+            .seal("alice", "lobby", "after carol", 16_384)
             .await
             .expect("sealed");
         let alice_listed = vec![member("alice", alice.keys()), member("carol", &c)];
-        let mut carol = session("carol", c, "lobby", alice_listed);
+        let mut carol = session(c, "lobby", alice_listed);
         assert_eq!(
             carol.open("lobby", "alice", &before).await,
             Some(Content::Unreadable(E2eError::NotForYou))
@@ -390,7 +395,7 @@ mod tests {
             carol.open("lobby", "alice", &after).await,
             Some(Content::Encrypted("after carol".into()))
         );
-        let mut bob = session("bob", b, "lobby", vec![member("alice", alice.keys())]);
+        let mut bob = session(b, "lobby", vec![member("alice", alice.keys())]);
         assert_eq!(
             bob.open("lobby", "alice", &after).await,
             Some(Content::Unreadable(E2eError::NotForYou))
@@ -400,7 +405,7 @@ mod tests {
     #[tokio::test]
     async fn a_changed_key_is_announced_and_a_verified_one_holds_sending() {
         let (a, b, b2) = (Keys::generate(), Keys::generate(), Keys::generate());
-        let mut alice = session("alice", a, "lobby", vec![]);
+        let mut alice = session(a, "lobby", vec![]);
         alice.track(&presence("bob", PresenceEvent::Join, Some(&b)));
         assert!(alice.keyring_mut().verify("bob"));
         alice.track(&presence("bob", PresenceEvent::Leave, None));
@@ -414,16 +419,16 @@ mod tests {
             }]
         );
         assert_eq!(
-            alice.seal("lobby", "hi", 16_384).await,
+            alice.seal("alice", "lobby", "hi", 16_384).await,
             Err(SendError::KeyHeld(vec!["bob".into()]))
         );
         assert!(alice.keyring_mut().trust("bob"));
-        assert!(alice.seal("lobby", "hi", 16_384).await.is_ok());
+        assert!(alice.seal("alice", "lobby", "hi", 16_384).await.is_ok());
     }
 
     #[tokio::test]
     async fn a_text_too_large_for_the_room_is_refused_before_sending() {
-        let mut alice = session("alice", Keys::generate(), "lobby", vec![]);
+        let mut alice = session(Keys::generate(), "lobby", vec![]);
         for i in 0..50 {
             alice.track(&presence(
                 &format!("u{i}"),
@@ -433,17 +438,17 @@ mod tests {
         }
         let text = "x".repeat(9_000);
         assert!(matches!(
-            alice.seal("lobby", &text, 16_384).await,
+            alice.seal("alice", "lobby", &text, 16_384).await,
             Err(SendError::TooLarge { recipients: 51, .. })
         ));
         assert!(
             alice
-                .seal("lobby", &"x".repeat(7_000), 16_384)
+                .seal("alice", "lobby", &"x".repeat(7_000), 16_384)
                 .await
                 .is_ok()
         );
         assert_eq!(
-            alice.seal("kitchen", "hi", 16_384).await,
+            alice.seal("alice", "kitchen", "hi", 16_384).await,
             Err(SendError::NotJoined("kitchen".into()))
         );
     }
