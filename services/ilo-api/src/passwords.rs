@@ -2,13 +2,11 @@
 //! server, shared fairly: one client address holds at most `ILO_HASH_PER_CLIENT` of its places.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 
 /// Logins and registrations allowed to wait for a hashing thread; past this they get `503`.
 const MAX_WAITING: usize = 256;
@@ -29,8 +27,8 @@ pub enum HashError {
 /// storm). Up to [`MAX_WAITING`] more wait their turn.
 #[derive(Clone)]
 pub struct Passwords {
+    /// At most [`MAX_WAITING`] jobs wait here; each thread holds the one it runs.
     jobs: mpsc::SyncSender<Job>,
-    admitted: Arc<Semaphore>,
     /// Verified against when the user does not exist, so that costs the same as a wrong password.
     dummy_hash: Arc<str>,
     /// Places held per client address, and how many each may hold (0: no cap). Past the cap a
@@ -62,7 +60,7 @@ impl Drop for Place {
 impl Passwords {
     pub fn new(threads: usize, per_client: usize) -> anyhow::Result<Self> {
         let threads = threads.max(1);
-        let (jobs, queue) = mpsc::sync_channel::<Job>(threads + MAX_WAITING);
+        let (jobs, queue) = mpsc::sync_channel::<Job>(MAX_WAITING);
         let queue = Arc::new(Mutex::new(queue));
         for i in 0..threads {
             let queue = queue.clone();
@@ -82,7 +80,6 @@ impl Passwords {
         let dummy_hash = Hasher::new().hash("an unknown user's password")?;
         Ok(Self {
             jobs,
-            admitted: Arc::new(Semaphore::new(threads + MAX_WAITING)),
             dummy_hash: dummy_hash.into(),
             held: Arc::default(),
             per_client,
@@ -121,17 +118,12 @@ impl Passwords {
         work: impl FnOnce(&mut Hasher) -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
         let _place = self.place_for(client)?;
-        let admitted = self
-            .admitted
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| HashError::Busy)?;
         let (reply, answer) = oneshot::channel();
         let span = tracing::Span::current();
         let job: Job = Box::new(move |hasher| {
-            let _admitted = admitted;
             let _ = reply.send(span.in_scope(|| work(hasher)));
         });
+        // Full: every thread busy and MAX_WAITING jobs queued.
         self.jobs.try_send(job).map_err(|_| HashError::Busy)?;
         answer
             .await

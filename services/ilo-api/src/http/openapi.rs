@@ -4,6 +4,7 @@
 //! strict Content-Security-Policy (it shares its origin with the web client and its storage)
 //! and its 404s have the contract's `{detail, code}` body.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use actix_web::http::header;
@@ -52,13 +53,18 @@ const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     // The default validator badge calls an online service; keep the page offline.
     let config = Arc::new(Config::new(["/openapi.json"]).validator_url("none"));
-    let document = ApiDoc::openapi();
+    // Serialized once: the document cannot change while the process runs.
+    let document = ApiDoc::openapi().to_json().unwrap_or_default();
     cfg.app_data(web::Data::new(config))
         .route(
             "/openapi.json",
             web::get().to(move || {
                 let document = document.clone();
-                async move { HttpResponse::Ok().json(document) }
+                async move {
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body(document)
+                }
             }),
         )
         .route(
@@ -95,5 +101,9 @@ async fn docs_file(
     if found.gzpipped {
         reply.insert_header((header::CONTENT_ENCODING, "gzip"));
     }
-    Ok(reply.body(found.bytes.into_owned()))
+    // The files are compiled in: served without a copy (the initializer alone is rewritten).
+    Ok(match found.bytes {
+        Cow::Borrowed(bytes) => reply.body(bytes),
+        Cow::Owned(bytes) => reply.body(bytes),
+    })
 }

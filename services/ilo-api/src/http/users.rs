@@ -244,9 +244,10 @@ async fn verify_password(
             keys.iter()
                 .skip(1)
                 .for_each(|k| limits.login_failures.reset(k));
-            limits
-                .usernames
-                .succeeded(&Username::key_of(&user.username), &address);
+            // A user was found, so `user_key` named it.
+            if let Some(key) = user_key {
+                limits.usernames.succeeded(key, &address);
+            }
             Ok(user)
         }
         _ => {
