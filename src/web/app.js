@@ -200,7 +200,19 @@ function showKeySetup(why) {
 }
 
 /** Gives the account a new key held by this browser: PUT /user/public_key ends every session
- *  of the user, so it logs in again. */
+ *  of the user, this one included, so it logs in again and goes back to its rooms. */
+async function useNewKey(session, password) {
+  const keys = await e2e.generateKeys();
+  await api("PUT", "/user/public_key", { password, public_key: keys.bundle }, session.token);
+  await saveKeys(session.user, keys);
+  const socket = chat.socket;
+  chat.socket = null; // the relay closes it with 4001: not a reason to leave the chat
+  socket?.close(1000);
+  await logIn(session.user, password);
+  await enterChat();
+  note("This browser has a new key. Other members will see that your key changed.");
+}
+
 async function onNewKey(event) {
   event.preventDefault();
   const session = store.session;
@@ -208,13 +220,8 @@ async function onNewKey(event) {
   $("key-error").textContent = "";
   $("new-key").disabled = true;
   try {
-    const keys = await e2e.generateKeys();
-    await api("PUT", "/user/public_key", { password, public_key: keys.bundle }, session.token);
-    await saveKeys(session.user, keys);
-    await logIn(session.user, password);
+    await useNewKey(session, password);
     $("key-password").value = "";
-    note("This browser has a new key. Other members will see that your key changed.");
-    await enterChat();
   } catch (e) {
     $("key-error").textContent = e.status === 401 && e.code === "invalid_token"
       ? "Your session has ended. Log out and log in again."
@@ -925,16 +932,8 @@ async function replaceKey() {
   if (!password) return void ($("account-error").textContent = "Type your password to confirm.");
   if (!confirm("Create a new key? Others will see that your key changed.")) return;
   try {
-    const keys = await e2e.generateKeys();
-    await api("PUT", "/user/public_key", { password, public_key: keys.bundle }, session.token);
-    await saveKeys(session.user, keys);
+    await useNewKey(session, password);
     $("account-dialog").close();
-    const socket = chat.socket;
-    chat.socket = null; // the relay closes it with 4001: not a reason to leave the chat
-    socket?.close(1000);
-    await logIn(session.user, password);
-    await enterChat();
-    note("This browser has a new key. Other members will see that your key changed.");
   } catch (e) {
     $("account-error").textContent = e.message;
   }
