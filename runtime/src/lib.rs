@@ -1,7 +1,8 @@
 //! What every Ilo binary shares: one logging setup, one shutdown signal, the probe that
-//! container health checks run (the images hold no shell, curl or wget), and [`proxies`]: who
-//! the client is behind a load balancer.
+//! container health checks run (the images hold no shell, curl or wget), [`proxies`]: who
+//! the client is behind a load balancer, and [`counts`]: places counted per key.
 
+pub mod counts;
 pub mod proxies;
 
 use std::io::{Read, Write};

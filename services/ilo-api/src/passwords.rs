@@ -1,11 +1,11 @@
 //! Argon2id hashing on a bounded pool, so a burst of logins cannot starve the rest of the
 //! server, shared fairly: one client address holds at most `ILO_HASH_PER_CLIENT` of its places.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use ilo_runtime::counts::{Counts, Held};
 use tokio::sync::oneshot;
 
 /// Logins and registrations allowed to wait for a hashing thread; past this they get `503`.
@@ -33,29 +33,11 @@ pub struct Passwords {
     dummy_hash: Arc<str>,
     /// Places held per client address, and how many each may hold (0: no cap). Past the cap a
     /// client gets `429`, and the other addresses' logins still find room.
-    held: Arc<Mutex<HashMap<String, usize>>>,
+    held: Counts<String>,
     per_client: usize,
 }
 
 type Job = Box<dyn FnOnce(&mut Hasher) + Send>;
-
-/// A client's place in the pool, given back when dropped.
-struct Place {
-    held: Arc<Mutex<HashMap<String, usize>>>,
-    client: String,
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = held.get_mut(&self.client) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&self.client);
-            }
-        }
-    }
-}
 
 impl Passwords {
     pub fn new(threads: usize, per_client: usize) -> anyhow::Result<Self> {
@@ -81,7 +63,7 @@ impl Passwords {
         Ok(Self {
             jobs,
             dummy_hash: dummy_hash.into(),
-            held: Arc::default(),
+            held: Counts::default(),
             per_client,
         })
     }
@@ -130,17 +112,10 @@ impl Passwords {
             .map_err(|_| HashError::Failed("a hashing thread stopped".into()))?
     }
 
-    fn place_for(&self, client: &str) -> Result<Place, HashError> {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = held.entry(client.to_owned()).or_default();
-        if self.per_client > 0 && *count >= self.per_client {
-            return Err(HashError::TooManyFromClient);
-        }
-        *count += 1;
-        Ok(Place {
-            held: self.held.clone(),
-            client: client.to_owned(),
-        })
+    fn place_for(&self, client: &str) -> Result<Held<String>, HashError> {
+        self.held
+            .take(&client.to_owned(), self.per_client)
+            .ok_or(HashError::TooManyFromClient)
     }
 }
 

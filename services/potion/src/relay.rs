@@ -18,7 +18,7 @@ pub struct Relay {
     pub bus: Arc<dyn Bus>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
-    pub(crate) caps: Arc<Caps>,
+    pub(crate) caps: Caps,
     pub(crate) trusted_proxies: Vec<ilo_runtime::proxies::IpNet>,
     /// Random per process: makes message ids unique across relays.
     pub relay_id: String,
@@ -37,10 +37,10 @@ impl Relay {
         relay_id: String,
         stopping: watch::Receiver<bool>,
     ) -> Self {
-        let caps = Arc::new(Caps::new(
+        let caps = Caps::new(
             config.max_connections_per_user,
             config.max_connections_per_address,
-        ));
+        );
         Self {
             caps,
             trusted_proxies: ilo_runtime::proxies::blocks(&config.trusted_proxies),
