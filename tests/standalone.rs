@@ -103,7 +103,7 @@ async fn database_url_and_redis_url_are_honoured() {
         .await
         .unwrap();
     assert!(
-        channels.contains(&"potion:room:deck".to_owned()),
+        channels.contains(&"potion:{deck}:live".to_owned()),
         "{channels:?}"
     );
     dora.send(json!({"type": "send", "room": "deck", "body": "via redis"}))

@@ -259,9 +259,7 @@ async fn joined(url: &str, token: &str, room: &str) -> anyhow::Result<(Sender, R
         .with_context(|| format!("connecting to {url}"))?;
     let (mut sender, mut receiver) = connection.split();
     sender
-        .send(&ClientFrame::Join {
-            room: room.to_owned(),
-        })
+        .send(&ClientFrame::join(room))
         .await?;
     loop {
         match receiver.recv().await? {

@@ -74,9 +74,25 @@ pub fn key_change_line(change: &KeyChange) -> String {
 /// Room changes, presence and errors for a person; welcome and pong are bookkeeping.
 pub fn frame_line(frame: &ServerFrame) -> Option<String> {
     Some(match frame {
-        ServerFrame::Joined { room, members } => {
-            format!("* joined {room} ({} here)", members.len())
+        ServerFrame::Joined {
+            room,
+            members,
+            missed,
+            recovered,
+            reason,
+            ..
+        } => {
+            let mut line = format!("* joined {room} ({} here)", members.len());
+            if *missed > 0 {
+                line.push_str(&format!("; {missed} earlier messages follow"));
+            }
+            if *recovered == Some(false) {
+                let why = reason.map_or("", |r| r.describe());
+                line.push_str(&format!("; some messages may be missing ({why})"));
+            }
+            line
         }
+        ServerFrame::Gap { room, .. } => format!("* some messages in {room} may be missing"),
         ServerFrame::Left { room } => format!("* left {room}"),
         ServerFrame::Presence {
             room, user, event, ..

@@ -2,16 +2,20 @@
 //! jitter, and rejoins its rooms — what `potion-protocol.md`'s close-code table asks of clients.
 //! A session the relay ended (4001) or a token it refuses ends it for good.
 //!
+//! It remembers where each room's history stood when it last heard from it (`epoch`, `offset`)
+//! and rejoins with `since`, so the relay replays what was missed; when that cannot be whole the
+//! `joined` frame says `recovered: false`, or a `gap` frame comes, both handed out as frames.
+//!
 //! With [`Chat::encrypt_with`], every text is sealed for the room's members (ilo-e2e/1) and
 //! every message comes out opened, or saying plainly why it could not be.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::time::Duration;
 
 use ilo_protocol::close;
-use ilo_protocol::{ClientFrame, ServerFrame};
+use ilo_protocol::{ClientFrame, Position, ServerFrame};
 use tokio::time::Instant;
 
 use crate::e2e::{Content, E2e, KeyChange, SendError};
@@ -69,6 +73,8 @@ pub struct Chat {
     token: String,
     /// Rooms to be in, in join order: rejoined after every reconnect.
     rooms: Vec<String>,
+    /// Each room's last message seen (or where it stood at `joined`, before any replay).
+    positions: HashMap<String, Position>,
     connection: Option<ws::Connection>,
     attempt: u32,
     retry_at: Option<Instant>,
@@ -89,6 +95,7 @@ impl Chat {
             url: url.to_owned(),
             token: token.to_owned(),
             rooms: Vec::new(),
+            positions: HashMap::new(),
             connection: Some(connection),
             attempt: 0,
             retry_at: None,
@@ -128,15 +135,37 @@ impl Chat {
     }
 
     pub async fn join(&mut self, room: &str) -> Result<(), NotConnected> {
+        self.join_with_history(room, 0).await
+    }
+
+    /// Joins `room` asking for its last `last` messages still kept (0: none). A room this
+    /// session was in before picks up after the last message it saw instead.
+    pub async fn join_with_history(&mut self, room: &str, last: u64) -> Result<(), NotConnected> {
         if !self.rooms.iter().any(|r| r == room) {
             self.rooms.push(room.to_owned());
         }
-        self.send(&ClientFrame::Join { room: room.into() }).await
+        let join = self.join_frame(room, last);
+        self.send(&join).await
     }
 
     pub async fn leave(&mut self, room: &str) -> Result<(), NotConnected> {
         self.rooms.retain(|r| r != room);
+        self.positions.remove(room);
         self.send(&ClientFrame::Leave { room: room.into() }).await
+    }
+
+    /// Where `room`'s history stood at the last message this session saw in it.
+    pub fn position(&self, room: &str) -> Option<&Position> {
+        self.positions.get(room)
+    }
+
+    fn join_frame(&self, room: &str, last: u64) -> ClientFrame {
+        let since = self.positions.get(room).cloned();
+        ClientFrame::Join {
+            room: room.to_owned(),
+            history: (since.is_none() && last > 0).then_some(last),
+            since,
+        }
     }
 
     /// Sends `text` to `room`: sealed for its members when encrypting, as is otherwise.
@@ -218,6 +247,7 @@ impl Chat {
 
     /// Queues what a frame means: a message to open, key changes, the frame itself.
     fn arrived(&mut self, frame: ServerFrame) {
+        self.follow(&frame);
         if matches!(frame, ServerFrame::Message { .. }) {
             self.opening = Some(frame);
             return;
@@ -231,6 +261,39 @@ impl Chat {
             .extend(changes.into_iter().flatten().map(Event::KeyChanged));
     }
 
+    /// Keeps each room's position: a `joined` stands before its replay, each message after
+    /// itself, a `gap` where the room stands now.
+    fn follow(&mut self, frame: &ServerFrame) {
+        let (room, epoch, offset) = match frame {
+            ServerFrame::Joined {
+                room,
+                epoch: Some(epoch),
+                offset: Some(offset),
+                missed,
+                ..
+            } => (room, epoch, offset.saturating_sub(*missed)),
+            ServerFrame::Message {
+                room,
+                epoch: Some(epoch),
+                offset: Some(offset),
+                ..
+            } => (room, epoch, *offset),
+            ServerFrame::Gap {
+                room,
+                epoch,
+                offset,
+            } => (room, epoch, *offset),
+            _ => return,
+        };
+        if self.rooms.contains(room) {
+            let position = Position {
+                epoch: epoch.clone(),
+                offset,
+            };
+            self.positions.insert(room.clone(), position);
+        }
+    }
+
     /// A `message` frame as its reader should see it; `None` for a replay.
     async fn open(&mut self, frame: ServerFrame) -> Option<Event> {
         let ServerFrame::Message {
@@ -240,6 +303,7 @@ impl Chat {
             id,
             ts,
             reference,
+            ..
         } = frame
         else {
             return None;
@@ -271,7 +335,7 @@ impl Chat {
             match open(&self.url, &self.token).await {
                 Ok(mut connection) => {
                     for room in &self.rooms {
-                        let join = ClientFrame::Join { room: room.clone() };
+                        let join = self.join_frame(room, 0);
                         if connection.send(&join).await.is_err() {
                             break;
                         }

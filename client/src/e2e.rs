@@ -144,7 +144,7 @@ impl E2e {
     /// they reveal.
     pub fn track(&mut self, frame: &ServerFrame) -> Vec<KeyChange> {
         match frame {
-            ServerFrame::Joined { room, members } => {
+            ServerFrame::Joined { room, members, .. } => {
                 let listed = members
                     .iter()
                     .map(|Member { user, public_key }| (user.clone(), Bundle::parse(public_key)));
@@ -319,10 +319,7 @@ mod tests {
 
     fn session(keys: Keys, room: &str, members: Vec<Member>) -> E2e {
         let mut e2e = E2e::new(keys, Keyring::default(), None);
-        e2e.track(&ServerFrame::Joined {
-            room: room.into(),
-            members,
-        });
+        e2e.track(&ServerFrame::joined(room, members));
         e2e
     }
 
@@ -371,10 +368,10 @@ mod tests {
     async fn who_leaves_stops_receiving_and_who_joins_reads_from_then_on() {
         let (a, b, c) = (Keys::generate(), Keys::generate(), Keys::generate());
         let mut alice = session(a, "lobby", vec![]);
-        alice.track(&ServerFrame::Joined {
-            room: "lobby".into(),
-            members: vec![member("alice", alice.keys()), member("bob", &b)],
-        });
+        alice.track(&ServerFrame::joined(
+            "lobby",
+            vec![member("alice", alice.keys()), member("bob", &b)],
+        ));
         let before = alice
             .seal("alice", "lobby", "before carol", 16_384)
             .await

@@ -28,6 +28,12 @@ pub mod close {
 pub enum ClientFrame {
     Join {
         room: String,
+        /// The last message this client saw in the room: replay what came after it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Position>,
+        /// On a first join: the room's last messages still kept, at most this many.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        history: Option<u64>,
     },
     Leave {
         room: String,
@@ -39,6 +45,49 @@ pub enum ClientFrame {
         reference: Option<String>,
     },
     Ping,
+}
+
+impl ClientFrame {
+    /// A plain `join`: no history asked for.
+    pub fn join(room: impl Into<String>) -> Self {
+        Self::Join {
+            room: room.into(),
+            since: None,
+            history: None,
+        }
+    }
+}
+
+/// Where a room's history stands: its epoch, and a message's offset in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Position {
+    pub epoch: String,
+    pub offset: u64,
+}
+
+/// Why a `join` with `since` could not replay everything after it.
+/// A client shows "some messages may be missing" for any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unrecovered {
+    /// The room's history was lost (Redis restarted, or it expired): a new epoch.
+    EpochChanged,
+    /// The oldest message kept is later than the one after `since`.
+    TooOld,
+    /// The history cannot be read now (Redis unreachable).
+    Unavailable,
+}
+
+impl Unrecovered {
+    /// For a person.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::EpochChanged => "the room's history was lost",
+            Self::TooOld => "older messages are no longer kept",
+            Self::Unavailable => "the history cannot be read right now",
+        }
+    }
 }
 
 /// A member of a room as `joined` lists it.
@@ -66,6 +115,19 @@ pub enum ServerFrame {
     Joined {
         room: String,
         members: Vec<Member>,
+        /// Absent when the relay keeps no history.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        /// How many `message` frames of the room follow, before any live one.
+        #[serde(default)]
+        missed: u64,
+        /// Only in answer to `since`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Unrecovered>,
     },
     Left {
         room: String,
@@ -78,6 +140,18 @@ pub enum ServerFrame {
         ts: u64,
         #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
+        /// The room's history and the message's place in it; absent when no history is kept.
+        /// Last, so that a relay can append them to a frame serialized without them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+    },
+    /// Messages before it may be missing; the next one has `offset + 1` in `epoch`.
+    Gap {
+        room: String,
+        epoch: String,
+        offset: u64,
     },
     Pong,
     Presence {
@@ -101,6 +175,19 @@ impl ServerFrame {
             code: code.to_owned(),
             detail: detail.into(),
             reference,
+        }
+    }
+
+    /// A `joined` with no history: what a relay without history answers.
+    pub fn joined(room: impl Into<String>, members: Vec<Member>) -> Self {
+        Self::Joined {
+            room: room.into(),
+            members,
+            epoch: None,
+            offset: None,
+            missed: 0,
+            recovered: None,
+            reason: None,
         }
     }
 
@@ -165,6 +252,55 @@ mod tests {
             r#"{"type":"presence","room":"lobby","user":"bob","event":"leave"}"#
         );
         assert_eq!(ServerFrame::Pong.to_json(), r#"{"type":"pong"}"#);
+    }
+
+    #[test]
+    fn join_takes_a_position_or_a_history_and_refuses_malformed_ones() {
+        let join: ClientFrame = serde_json::from_str(
+            r#"{"type":"join","room":"lobby","since":{"epoch":"kQxTzLpa","offset":41}}"#,
+        )
+        .expect("join with since");
+        assert_eq!(
+            join,
+            ClientFrame::Join {
+                room: "lobby".into(),
+                since: Some(Position {
+                    epoch: "kQxTzLpa".into(),
+                    offset: 41
+                }),
+                history: None
+            }
+        );
+        for bad in [
+            r#"{"type":"join","room":"lobby","since":{"epoch":"e","offset":-1}}"#,
+            r#"{"type":"join","room":"lobby","since":{"epoch":"e"}}"#,
+            r#"{"type":"join","room":"lobby","since":"e:41"}"#,
+            r#"{"type":"join","room":"lobby","since":{"epoch":7,"offset":1}}"#,
+            r#"{"type":"join","room":"lobby","history":-5}"#,
+            r#"{"type":"join","room":"lobby","history":1e40}"#,
+            r#"{"type":"join","room":"lobby","history":"all"}"#,
+        ] {
+            assert!(serde_json::from_str::<ClientFrame>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn message_frames_end_with_their_place_in_the_history() {
+        let frame = ServerFrame::Message {
+            room: "lobby".into(),
+            from: "alice".into(),
+            body: "hi".into(),
+            id: "r-1".into(),
+            ts: 5,
+            reference: None,
+            epoch: Some("kQxTzLpa".into()),
+            offset: Some(42),
+        };
+        assert!(
+            frame
+                .to_json()
+                .ends_with(r#","epoch":"kQxTzLpa","offset":42}"#)
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub struct Config {
     pub database_url: Secret,
 
     /// Session lifetime: a number and a unit (`s`, `m`, `h`, `d`).
-    #[arg(long, env = "ILO_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, env = "ILO_TOKEN_TTL", default_value = "24h", value_parser = ilo_runtime::parse_duration)]
     pub token_ttl: Duration,
 
     /// Redis, where revocations are also published (channel `ilo:revocations`) when set.
@@ -170,44 +170,9 @@ pub fn mask_url(url: &str) -> String {
     }
 }
 
-/// `90s`, `15m`, `24h`, `7d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.len().saturating_sub(1);
-    let (number, unit) = text.split_at(split);
-    let seconds: u64 = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "{text:?}: expected a number and a unit (s, m, h, d)"
-            ));
-        }
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number and a unit (s, m, h, d)"))?;
-    match n.checked_mul(seconds) {
-        Some(0) | None => Err(format!("{text:?}: must be positive and reasonable")),
-        Some(total) => Ok(Duration::from_secs(total)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
-        assert!(parse_duration("24").is_err());
-        assert!(parse_duration("0h").is_err());
-        assert!(parse_duration("h").is_err());
-    }
 
     #[test]
     fn passwords_in_urls_are_masked() {

@@ -91,6 +91,16 @@ pub struct Config {
     #[arg(long, env = "POTION_IDLE_SECS", default_value_t = 60)]
     pub idle_secs: u64,
 
+    /// Messages kept per room, for clients that reconnect or open a room (0: no history, and
+    /// messages carry no epoch or offset).
+    #[arg(long, env = "POTION_HISTORY_SIZE", default_value_t = 100)]
+    pub history_size: usize,
+
+    /// How long a room's history is kept after its last message (a number and a unit: `s`,
+    /// `m`, `h`, `d`).
+    #[arg(long, env = "POTION_HISTORY_TTL", default_value = "24h", value_parser = ilo_runtime::parse_duration)]
+    pub history_ttl: Duration,
+
     /// Seconds a relay's presence entries live in Redis without being refreshed.
     #[arg(long, env = "POTION_LEASE_SECS", default_value_t = 15)]
     pub lease_secs: u64,

@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use ilo_protocol::{ClientFrame, MAX_REF_CHARS, PresenceEvent, ServerFrame, close, is_valid_room};
+use ilo_protocol::{ClientFrame, MAX_REF_CHARS, ServerFrame, close, is_valid_room};
 
 use crate::bucket::{Bucket, Verdict};
-use crate::bus::envelope;
 use crate::caps::Slot;
-use crate::hub::{ConnHandle, ConnId, Identity, JoinError, Left};
-use crate::outbox::{Outbox, Refused};
+use crate::hub::{ConnHandle, ConnId, Identity};
+use crate::outbox::Outbox;
 use crate::relay::Relay;
+use crate::rooms::{Ask, Outgoing, Refused};
 use crate::socket::{self, Incoming, Received};
 
 /// Largest WebSocket message accepted; larger closes the connection with 1009.
@@ -35,7 +35,7 @@ pub fn start(
         user: identity.username.clone(),
         connection: format!("{}-{id}", relay.relay_id),
     };
-    let _ = outbox.try_send(socket::text(&welcome.to_json()));
+    outbox.push(socket::text(&welcome.to_json()));
     relay.hub.register(
         id,
         ConnHandle {
@@ -90,7 +90,7 @@ impl Conn {
         // Its own handle, so waiting for a close code does not borrow `self`.
         let outbox = self.outbox.clone();
         if let Some(room) = room {
-            self.join(room, None).await;
+            self.join(room, Ask::default()).await;
         }
         let config = &self.relay.config;
         let (idle, mut ping) = (
@@ -132,15 +132,17 @@ impl Conn {
         }
         let code = outbox.close_code().unwrap_or(1000);
         tracing::info!(connection = self.id, user = %self.identity.username, code, "connection closed");
-        for left in self.relay.hub.unregister(self.id) {
-            self.after_leave(left).await;
-        }
+        self.relay.rooms.disconnect(self.id, &self.identity).await;
     }
 
     async fn on_text(&mut self, text: &str) {
         match serde_json::from_str::<ClientFrame>(text) {
-            Ok(ClientFrame::Join { room }) if self.allowed(Limit::Churn, &None) => {
-                self.join(room, None).await;
+            Ok(ClientFrame::Join {
+                room,
+                since,
+                history,
+            }) if self.allowed(Limit::Churn, &None) => {
+                self.join(room, Ask { since, history }).await;
             }
             Ok(ClientFrame::Leave { room }) if self.allowed(Limit::Churn, &None) => {
                 self.leave(room).await;
@@ -167,88 +169,35 @@ impl Conn {
         }
     }
 
-    async fn join(&mut self, room: String, reference: Option<String>) {
+    async fn join(&mut self, room: String, ask: Ask) {
         if !is_valid_room(&room) {
-            return self.reply(ServerFrame::error(
-                "bad_room",
-                ilo_protocol::ROOM_RULE,
-                reference,
-            ));
+            return self.reply(ServerFrame::error("bad_room", ilo_protocol::ROOM_RULE, None));
         }
-        let relay = self.relay.clone();
-        let joined = match relay.hub.join(self.id, &room, relay.config.max_rooms) {
-            Ok(joined) => joined,
-            Err(JoinError::TooManyRooms) => {
-                let detail = format!(
-                    "a connection may be in at most {} rooms",
-                    relay.config.max_rooms
-                );
-                return self.reply(ServerFrame::error("too_many_rooms", detail, reference));
-            }
-            Err(JoinError::UnknownConnection) => return,
+        let rooms = &self.relay.rooms;
+        let entry = match rooms.join(self.id, &self.identity, &room, ask).await {
+            Ok(entry) => entry,
+            Err(refused) => return self.refused(refused, None),
         };
-        if joined.room_was_empty && relay.bus.subscribe(&room).await.is_err() {
-            return self.undo_join(&room).await;
-        }
-        let Ok(presence) = relay.bus.enter(&room, &self.identity).await else {
-            return self.undo_join(&room).await;
+        let joined = ServerFrame::Joined {
+            room,
+            members: entry.members.clone(),
+            epoch: entry.at.as_ref().map(|at| at.epoch.to_string()),
+            offset: entry.at.as_ref().map(|at| at.offset),
+            missed: entry.missed(),
+            recovered: entry.recovered.map(|r| r.is_ok()),
+            reason: entry.recovered.and_then(Result::err),
         };
-        if joined.user_arrived && !presence.present_elsewhere {
-            self.announce(&room, PresenceEvent::Join).await;
-        }
-        let members = presence
-            .members
-            .unwrap_or_else(|| relay.hub.local_members(&room));
-        self.reply(ServerFrame::Joined { room, members });
-    }
-
-    async fn undo_join(&mut self, room: &str) {
-        if let Some(left) = self.relay.hub.leave(self.id, room)
-            && left.room_now_empty
-        {
-            self.relay.bus.unsubscribe(room).await;
-        }
-        self.reply(bus_down(None));
+        let ServerFrame::Joined { room, .. } = &joined else {
+            unreachable!("built as joined above");
+        };
+        rooms.admit(self.id, room, entry, socket::text(&joined.to_json()));
     }
 
     async fn leave(&mut self, room: String) {
-        match self.relay.hub.leave(self.id, &room) {
-            Some(left) => {
-                self.after_leave(left).await;
-                self.reply(ServerFrame::Left { room });
-            }
-            None => self.reply(ServerFrame::error(
-                "not_in_room",
-                "this connection is not in that room",
-                None,
-            )),
+        match self.relay.rooms.leave(self.id, &self.identity, &room).await {
+            Ok(()) => self.reply(ServerFrame::Left { room }),
+            Err(refused) => self.refused(refused, None),
         }
-    }
-
-    /// Presence and subscription bookkeeping once this connection is out of a room.
-    async fn after_leave(&self, left: Left) {
-        let bus = &self.relay.bus;
-        if left.user_departed && !bus.exit(&left.room, &self.identity).await {
-            self.announce(&left.room, PresenceEvent::Leave).await;
-        }
-        if left.room_now_empty {
-            bus.unsubscribe(&left.room).await;
-        }
-    }
-
-    /// Tells the room's other members that this user arrived or left.
-    async fn announce(&self, room: &str, event: PresenceEvent) {
-        let frame = ServerFrame::Presence {
-            room: room.to_owned(),
-            user: self.identity.username.clone(),
-            public_key: (event == PresenceEvent::Join).then(|| self.identity.public_key.clone()),
-            event,
-        };
-        let _ = self
-            .relay
-            .bus
-            .publish(room, envelope(&self.identity.user_id, &frame.to_json()))
-            .await;
     }
 
     async fn send(&mut self, room: String, body: String, reference: Option<String>) {
@@ -267,37 +216,37 @@ impl Conn {
             let detail = format!("body is at most {max_body} bytes");
             return self.reply(ServerFrame::error("body_too_large", detail, reference));
         }
-        if !self.relay.hub.is_member(self.id, &room) {
-            let detail = "join the room before sending to it";
-            return self.reply(ServerFrame::error("not_in_room", detail, reference));
-        }
-        let frame = ServerFrame::Message {
+        let message = Outgoing {
             room,
-            from: self.identity.username.clone(),
             body,
+            reference: reference.clone(),
             id: self.relay.next_message_id(),
-            ts: unix_ms(),
-            reference,
         };
-        // Serialized once; every recipient on every relay gets these bytes.
-        let json = frame.to_json();
-        let ServerFrame::Message {
-            room, reference, ..
-        } = frame
-        else {
-            return;
-        };
-        let started = Instant::now();
-        match self.relay.bus.publish(&room, envelope("", &json)).await {
-            Ok(()) => {
-                self.relay.metrics.messages_in.inc();
-                self.relay
-                    .metrics
-                    .publish_seconds
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            Err(_) => self.reply(bus_down(reference)),
+        if let Err(refused) = self.relay.rooms.send(self.id, &self.identity, message).await {
+            self.refused(refused, reference);
         }
+    }
+
+    /// The error frame for what the room refused.
+    fn refused(&self, refused: Refused, reference: Option<String>) {
+        let frame = match refused {
+            Refused::TooManyRooms(max) => ServerFrame::error(
+                "too_many_rooms",
+                format!("a connection may be in at most {max} rooms"),
+                reference,
+            ),
+            Refused::NotInRoom => ServerFrame::error(
+                "not_in_room",
+                "join the room first: this connection is not in it",
+                reference,
+            ),
+            Refused::BusDown => ServerFrame::error(
+                "bus_unavailable",
+                "messages cannot be relayed right now; retry shortly",
+                reference,
+            ),
+        };
+        self.reply(frame);
     }
 
     /// Takes a token from one of the connection's limits. Refusals answer `rate_limited`; a
@@ -328,13 +277,8 @@ impl Conn {
         self.queue(socket::text(&frame.to_json()));
     }
 
-    /// Queues without waiting; a connection whose queue is full is a slow consumer.
     fn queue(&self, frame: Bytes) {
-        if let Err(Refused::Full) = self.outbox.try_send(frame)
-            && self.outbox.close(close::SLOW_CONSUMER)
-        {
-            self.relay.metrics.slow_consumers.inc();
-        }
+        self.outbox.push(frame);
     }
 
     fn close(&self, code: u16) {
@@ -342,21 +286,7 @@ impl Conn {
     }
 }
 
-fn bus_down(reference: Option<String>) -> ServerFrame {
-    ServerFrame::error(
-        "bus_unavailable",
-        "messages cannot be relayed right now; retry shortly",
-        reference,
-    )
-}
-
 fn until_unix(expires_at: i64) -> Duration {
     let now = crate::auth::unix_now();
     Duration::from_secs(expires_at.saturating_sub(now).max(0) as u64)
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -1,17 +1,23 @@
-//! The relay's local state: its connections and the rooms they are in. One std Mutex guards it:
-//! nothing awaits while holding it, and every operation is a few map updates. Delivery never
-//! waits either: each recipient's bounded queue is filled with `try_send`, and a full queue
-//! closes that recipient (4009) instead of slowing the room.
+//! The relay's local state: its connections, the rooms they are in, and the order in which
+//! each room's frames reach them. One std Mutex guards it: nothing awaits while holding it, and
+//! every operation is a few map updates. Delivery never waits either: each recipient's bounded
+//! outbox is filled without waiting (a full one closes that recipient, not the room).
+//!
+//! Each room remembers the last message it delivered here. A message that is already
+//! delivered is dropped; one that skips ahead (this relay missed some) or comes from a new
+//! epoch holds the room until [`crate::rooms::repair`] brings what is missing from the history
+//! (or a `gap`). A joining connection is pending: the room's frames wait for it until its
+//! `joined` and replay are queued ([`Hub::admit`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytestring::ByteString;
-use ilo_protocol::{Member, close};
+use bytes::Bytes;
 
+use crate::bus::History;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, Refused};
-use crate::socket;
+use crate::outbox::Outbox;
+use crate::rooms::envelope::{Arrival, Kind, Place};
 
 pub type ConnId = u64;
 
@@ -37,12 +43,51 @@ struct Conn {
     rooms: HashSet<Arc<str>>,
 }
 
+/// A connection in a room.
+struct Member {
+    conn: ConnId,
+    entry: Entry,
+}
+
+enum Entry {
+    /// Joining: the room's frames wait here while its history is read, and follow the replay.
+    Pending(Vec<Arrival>),
+    /// Receiving. `floor`: the last message it was replayed when it is ahead of the room's
+    /// position here, so that the room catching up does not send it those messages twice.
+    Live { floor: Option<Place> },
+}
+
 #[derive(Default)]
 struct Room {
-    conns: Vec<ConnId>,
+    members: Vec<Member>,
     /// Connections per user id, for presence (first in, last out).
     users: HashMap<String, usize>,
+    /// The last message delivered here; `None` until the first one (or without history).
+    position: Option<Place>,
+    /// While the room is repaired from the history: what arrived meanwhile, in order.
+    held: Option<Held>,
 }
+
+/// Frames held during a repair. Bounded: past the bound they are dropped and another repair
+/// fetches them from the history.
+#[derive(Default)]
+struct Held {
+    arrivals: Vec<Arrival>,
+    overflowed: bool,
+}
+
+impl Held {
+    fn push(&mut self, arrival: Arrival) {
+        if self.arrivals.len() < HELD_MAX {
+            self.arrivals.push(arrival);
+        } else {
+            self.overflowed = true;
+        }
+    }
+}
+
+/// Most frames a room holds while it is repaired.
+const HELD_MAX: usize = 4096;
 
 #[derive(Default)]
 struct State {
@@ -75,6 +120,10 @@ pub struct Left {
     /// The user's last connection in the room on this relay left.
     pub user_departed: bool,
 }
+
+/// A hole in what a room received: repair it from the history, from this place.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Hole(pub Place);
 
 pub struct Hub {
     state: Mutex<State>,
@@ -125,6 +174,7 @@ impl Hub {
         lefts
     }
 
+    /// Adds the connection to the room, pending: the room's frames wait for [`Hub::admit`].
     pub fn join(&self, id: ConnId, room: &str, max_rooms: usize) -> Result<Joined, JoinError> {
         let mut state = self.lock();
         let State { conns, rooms } = &mut *state;
@@ -143,8 +193,11 @@ impl Hub {
             .map_or_else(|| Arc::from(room), |(k, _)| k.clone());
         conn.rooms.insert(key.clone());
         let entry = rooms.entry(key).or_default();
-        let room_was_empty = entry.conns.is_empty();
-        entry.conns.push(id);
+        let room_was_empty = entry.members.is_empty();
+        entry.members.push(Member {
+            conn: id,
+            entry: Entry::Pending(Vec::new()),
+        });
         let count = entry
             .users
             .entry(conn.handle.identity.user_id.clone())
@@ -158,6 +211,61 @@ impl Hub {
             room_was_empty,
             user_arrived: *count == 1,
         })
+    }
+
+    /// Ends a pending join: queues `joined`, then `replay`, then what the room received
+    /// meanwhile after `at` (the last replayed place); from then on the connection receives the
+    /// room's frames as they come. Whether the connection is still in the room.
+    pub(crate) fn admit(
+        &self,
+        id: ConnId,
+        room: &str,
+        joined: Bytes,
+        replay: &[Arrival],
+        at: Option<Place>,
+    ) -> bool {
+        let mut state = self.lock();
+        let State { conns, rooms } = &mut *state;
+        let (Some(conn), Some(entry)) = (conns.get(&id), rooms.get_mut(room)) else {
+            return false;
+        };
+        let Some(member) = entry.members.iter_mut().find(|m| m.conn == id) else {
+            return false;
+        };
+        let outbox = &conn.handle.outbox;
+        if let Entry::Live { .. } = member.entry {
+            // A join of a room it is already in: nothing to replay.
+            outbox.push(joined);
+            return true;
+        }
+        let Entry::Pending(waiting) =
+            std::mem::replace(&mut member.entry, Entry::Live { floor: None })
+        else {
+            return true;
+        };
+        let seen = |a: &Arrival| {
+            matches!((&a.kind, &at), (Kind::Message(Some(p)), Some(at)) if p.within(at))
+        };
+        let frames = std::iter::once(joined)
+            .chain(replay.iter().map(|a| a.frame.clone()))
+            .chain(waiting.into_iter().filter(|a| !seen(a)).map(|a| a.frame));
+        for frame in frames {
+            if !outbox.push(frame) {
+                break;
+            }
+        }
+        let behind = match (&entry.position, &at) {
+            (Some(position), Some(at)) => position.offset < at.offset || position.epoch != at.epoch,
+            (None, _) => {
+                entry.position = at.clone();
+                false
+            }
+            (Some(_), None) => false,
+        };
+        member.entry = Entry::Live {
+            floor: at.filter(|_| behind),
+        };
+        true
     }
 
     /// `None` when the connection was not in the room.
@@ -181,21 +289,26 @@ impl Hub {
     }
 
     /// The room's members on this relay, one entry per user.
-    pub fn local_members(&self, room: &str) -> Vec<Member> {
+    pub fn local_members(&self, room: &str) -> Vec<ilo_protocol::Member> {
         let state = self.lock();
         let Some(room) = state.rooms.get(room) else {
             return Vec::new();
         };
         let mut seen = HashSet::new();
-        room.conns
+        room.members
             .iter()
-            .filter_map(|id| state.conns.get(id))
+            .filter_map(|m| state.conns.get(&m.conn))
             .filter(|c| seen.insert(c.handle.identity.user_id.clone()))
-            .map(|c| Member {
+            .map(|c| ilo_protocol::Member {
                 user: c.handle.identity.username.clone(),
                 public_key: c.handle.identity.public_key.clone(),
             })
             .collect()
+    }
+
+    /// The last message the room delivered here.
+    pub(crate) fn position(&self, room: &str) -> Option<Place> {
+        self.lock().rooms.get(room)?.position.clone()
     }
 
     /// Every (room, identity) present on this relay: what its presence leases cover.
@@ -204,7 +317,7 @@ impl Hub {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for (name, room) in &state.rooms {
-            for conn in room.conns.iter().filter_map(|id| state.conns.get(id)) {
+            for conn in room.members.iter().filter_map(|m| state.conns.get(&m.conn)) {
                 let identity = &conn.handle.identity;
                 if seen.insert((name.clone(), identity.user_id.clone())) {
                     out.push((name.clone(), identity.clone()));
@@ -214,31 +327,150 @@ impl Hub {
         out
     }
 
-    /// Hands an envelope from the bus to every local member of `room`.
-    /// Envelope: `<user id to skip>\n<frame>`. The WebSocket frame is encoded once and its
-    /// bytes shared by every recipient, never copied per recipient.
-    pub fn deliver(&self, room: &str, envelope: &ByteString) {
-        let Some((skip, frame)) = envelope.split_once('\n') else {
-            return;
-        };
-        let frame = socket::text(frame);
-        let state = self.lock();
-        let Some(members) = state.rooms.get(room) else {
-            return;
+    /// Hands a frame from the bus to the room's members on this relay, in the room's order: a
+    /// message already delivered is dropped; one that skips ahead (or comes from a new epoch)
+    /// is held, and the hole is returned for the caller to repair from the history. Never waits.
+    pub(crate) fn deliver(&self, room: &str, arrival: Arrival) -> Option<Hole> {
+        let mut state = self.lock();
+        let State { conns, rooms } = &mut *state;
+        let entry = rooms.get_mut(room)?;
+        if let Some(held) = &mut entry.held {
+            held.push(arrival);
+            return None;
+        }
+        let hole = self.sequence(conns, entry, arrival).err()?;
+        Some(self.hold(entry, hole))
+    }
+
+    /// Rooms to repair after the subscription was lost: each with a position is held from now
+    /// until its repair ends ([`Hub::repaired`]); rooms already being repaired are left alone.
+    pub(crate) fn start_repairs(&self) -> Vec<(Arc<str>, Place)> {
+        let mut state = self.lock();
+        let mut repairs = Vec::new();
+        for (name, room) in &mut state.rooms {
+            if room.held.is_none()
+                && let Some(position) = &room.position
+            {
+                repairs.push((name.clone(), position.clone()));
+                room.held = Some(Held::default());
+            }
+        }
+        repairs
+    }
+
+    /// Ends a repair with what the history holds after the room's position (or all it keeps,
+    /// in a new epoch): a `gap` first when that does not follow on, then those messages, then
+    /// what was held meanwhile. `Some` when another repair is needed, from that place.
+    pub(crate) fn repaired(&self, room: &str, history: History) -> Option<Place> {
+        let mut state = self.lock();
+        let State { conns, rooms } = &mut *state;
+        let entry = rooms.get_mut(room)?;
+        let held = entry.held.take()?;
+        let follows = entry.position.as_ref().is_some_and(|p| {
+            *p.epoch == *history.epoch
+                && history
+                    .messages
+                    .first()
+                    .and_then(Arrival::place)
+                    .map_or(history.offset <= p.offset, |first| {
+                        first.offset <= p.offset + 1
+                    })
+        });
+        if !follows {
+            let first = history.messages.first().and_then(Arrival::place);
+            let place = Place {
+                epoch: history.epoch.clone(),
+                offset: first.map_or(history.offset, |p| p.offset.saturating_sub(1)),
+            };
+            tracing::warn!(room, "the room's history does not cover what this relay missed");
+            entry.position = Some(place.clone());
+            self.fan_out(conns, entry, &Arrival::gap(room, place));
+        }
+        let mut rest = history.messages.into_iter().chain(held.arrivals);
+        while let Some(arrival) = rest.next() {
+            if let Err(hole) = self.sequence(conns, entry, arrival) {
+                let Hole(from) = self.hold(entry, hole);
+                if let Some(held) = &mut entry.held {
+                    held.arrivals.extend(rest);
+                    held.overflowed |= held.arrivals.len() > HELD_MAX;
+                }
+                return Some(from);
+            }
+        }
+        if held.overflowed {
+            let from = entry.position.clone()?;
+            entry.held = Some(Held::default());
+            return Some(from);
+        }
+        None
+    }
+
+    /// Whether the room is waiting for a repair.
+    pub(crate) fn is_held(&self, room: &str) -> bool {
+        self.lock().rooms.get(room).is_some_and(|r| r.held.is_some())
+    }
+
+    /// Fans `arrival` out if it is the room's next frame; a hole comes back with the arrival.
+    fn sequence(
+        &self,
+        conns: &HashMap<ConnId, Conn>,
+        room: &mut Room,
+        arrival: Arrival,
+    ) -> Result<(), (Place, Arrival)> {
+        if let (Kind::Message(Some(place)), Some(position)) = (&arrival.kind, &room.position) {
+            if place.within(position) {
+                return Ok(());
+            }
+            if place.epoch != position.epoch || place.offset > position.offset + 1 {
+                return Err((position.clone(), arrival));
+            }
+        }
+        if let Kind::Message(Some(place)) = &arrival.kind {
+            room.position = Some(place.clone());
+        }
+        self.fan_out(conns, room, &arrival);
+        Ok(())
+    }
+
+    fn hold(&self, room: &mut Room, (from, arrival): (Place, Arrival)) -> Hole {
+        let mut held = Held::default();
+        held.push(arrival);
+        room.held = Some(held);
+        Hole(from)
+    }
+
+    /// Queues the frame for every member (pending ones keep it for later). Encoded once: each
+    /// recipient gets a reference to the same bytes.
+    fn fan_out(&self, conns: &HashMap<ConnId, Conn>, room: &mut Room, arrival: &Arrival) {
+        let skip = match &arrival.kind {
+            Kind::Presence(user) => Some(&**user),
+            _ => None,
         };
         let mut delivered = 0u64;
-        for conn in members.conns.iter().filter_map(|id| state.conns.get(id)) {
-            if !skip.is_empty() && conn.handle.identity.user_id == skip {
+        for member in &mut room.members {
+            let Some(conn) = conns.get(&member.conn) else {
+                continue;
+            };
+            if skip.is_some_and(|user| conn.handle.identity.user_id == user) {
                 continue;
             }
-            match conn.handle.outbox.try_send(frame.clone()) {
-                Ok(()) => delivered += 1,
-                Err(Refused::Full) => {
-                    if conn.handle.outbox.close(close::SLOW_CONSUMER) {
-                        self.metrics.slow_consumers.inc();
+            match &mut member.entry {
+                Entry::Pending(waiting) if waiting.len() < conn.handle.outbox.bound() => {
+                    waiting.push(arrival.clone());
+                }
+                Entry::Pending(_) => conn.handle.outbox.slow_consumer(),
+                Entry::Live { floor } => {
+                    if let Some(at) = floor {
+                        match &arrival.kind {
+                            Kind::Message(Some(place)) if place.within(at) => continue,
+                            Kind::Gap(place) if place.epoch == at.epoch => {}
+                            _ => *floor = None,
+                        }
+                    }
+                    if conn.handle.outbox.push(arrival.frame.clone()) {
+                        delivered += 1;
                     }
                 }
-                Err(Refused::Closed) => {}
             }
         }
         self.metrics.deliveries.inc_by(delivered);
@@ -288,7 +520,7 @@ impl Hub {
 
 fn remove_member(state: &mut State, id: ConnId, user: &str, room: Arc<str>) -> Option<Left> {
     let entry = state.rooms.get_mut(&room)?;
-    entry.conns.retain(|c| *c != id);
+    entry.members.retain(|m| m.conn != id);
     let user_departed = match entry.users.get_mut(user) {
         Some(count) if *count > 1 => {
             *count -= 1;
@@ -299,7 +531,7 @@ fn remove_member(state: &mut State, id: ConnId, user: &str, room: Arc<str>) -> O
             true
         }
     };
-    let room_now_empty = entry.conns.is_empty();
+    let room_now_empty = entry.members.is_empty();
     if room_now_empty {
         state.rooms.remove(&room);
     }

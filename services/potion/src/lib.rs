@@ -2,17 +2,18 @@
 //! gRPC, keeps rooms of local connections in the `hub`, and fans messages out across relays
 //! through the `bus` (in process, or Redis pub/sub).
 
-pub mod auth;
+mod auth;
 mod bucket;
-pub mod bus;
+mod bus;
 mod caps;
 pub mod config;
 mod connection;
-pub mod hub;
+mod hub;
 mod metrics;
 mod outbox;
 mod probes;
 mod relay;
+mod rooms;
 mod socket;
 mod startup;
 mod upgrade;

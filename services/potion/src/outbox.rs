@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 
 /// Close code recorded when the HTTP side ended first (the client went away).
@@ -38,6 +39,8 @@ pub struct Outbox {
     /// Wakes the reader when a close code is set.
     closing: Notify,
     bound: usize,
+    /// Counts the connections closed for being too slow.
+    slow_consumers: Counter,
 }
 
 #[derive(Default)]
@@ -49,16 +52,43 @@ struct State {
 }
 
 impl Outbox {
-    pub fn new(bound: usize) -> Self {
+    pub fn new(bound: usize, slow_consumers: Counter) -> Self {
         Self {
             state: Mutex::new(State::default()),
             closing: Notify::new(),
             bound: bound.max(1),
+            slow_consumers,
         }
     }
 
-    /// Queues an encoded frame without waiting.
-    pub fn try_send(&self, frame: Bytes) -> Result<(), Refused> {
+    /// Queues an encoded frame without waiting. The slow-consumer rule: a connection whose
+    /// queue is full is closed with 4009, so that it slows neither its room nor the relay.
+    /// Whether the frame was queued.
+    pub fn push(&self, frame: Bytes) -> bool {
+        match self.try_send(frame) {
+            Ok(()) => true,
+            Err(Refused::Full) => {
+                self.slow_consumer();
+                false
+            }
+            Err(Refused::Closed) => false,
+        }
+    }
+
+    /// Closes the connection as a slow consumer (4009).
+    pub fn slow_consumer(&self) {
+        if self.close(ilo_protocol::close::SLOW_CONSUMER) {
+            self.slow_consumers.inc();
+        }
+    }
+
+    /// How many frames it holds before the connection is a slow consumer.
+    pub fn bound(&self) -> usize {
+        self.bound
+    }
+
+    /// Queues an encoded frame without waiting, or says why not.
+    fn try_send(&self, frame: Bytes) -> Result<(), Refused> {
         let mut state = self.lock();
         if state.close.is_some() {
             return Err(Refused::Closed);
@@ -148,7 +178,7 @@ mod tests {
 
     #[test]
     fn frames_come_out_in_order_and_the_bound_holds() {
-        let outbox = Outbox::new(2);
+        let outbox = Outbox::new(2, Counter::default());
         assert_eq!(outbox.try_send(Bytes::from_static(b"a")), Ok(()));
         assert_eq!(outbox.try_send(Bytes::from_static(b"b")), Ok(()));
         assert_eq!(
@@ -162,8 +192,19 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_closes_the_connection_as_a_slow_consumer() {
+        let slow = Counter::default();
+        let outbox = Outbox::new(1, slow.clone());
+        assert!(outbox.push(Bytes::from_static(b"a")));
+        assert!(!outbox.push(Bytes::from_static(b"b")));
+        assert_eq!(outbox.close_code(), Some(4009));
+        assert!(!outbox.push(Bytes::from_static(b"c")));
+        assert_eq!(slow.get(), 1);
+    }
+
+    #[test]
     fn the_first_close_code_wins_and_drops_what_is_queued() {
-        let outbox = Outbox::new(8);
+        let outbox = Outbox::new(8, Counter::default());
         outbox.try_send(Bytes::from_static(b"a")).ok();
         assert!(outbox.close(4009));
         assert!(!outbox.close(1001));
@@ -178,7 +219,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_parked_body_wakes_when_a_frame_arrives() {
-        let outbox = Arc::new(Outbox::new(8));
+        let outbox = Arc::new(Outbox::new(8, Counter::default()));
         let body = {
             let outbox = outbox.clone();
             tokio::spawn(async move {
@@ -195,7 +236,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_reader_hears_a_close_requested_while_it_was_busy() {
-        let outbox = Outbox::new(8);
+        let outbox = Outbox::new(8, Counter::default());
         outbox.close(1001);
         let code = tokio::time::timeout(Duration::from_secs(5), outbox.closed()).await;
         assert_eq!(code.ok(), Some(1001));

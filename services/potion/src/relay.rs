@@ -11,6 +11,7 @@ use crate::caps::Caps;
 use crate::config::Config;
 use crate::hub::{ConnId, Hub};
 use crate::metrics::Metrics;
+use crate::rooms::Rooms;
 
 pub struct Relay {
     pub config: Config,
@@ -18,6 +19,7 @@ pub struct Relay {
     pub bus: Arc<dyn Bus>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
+    pub(crate) rooms: Rooms,
     pub(crate) caps: Caps,
     pub(crate) trusted_proxies: Vec<ilo_runtime::proxies::IpNet>,
     /// Random per process: makes message ids unique across relays.
@@ -41,7 +43,15 @@ impl Relay {
             config.max_connections_per_user,
             config.max_connections_per_address,
         );
+        let rooms = Rooms::new(
+            hub.clone(),
+            bus.clone(),
+            metrics.clone(),
+            config.max_rooms,
+            config.history_size,
+        );
         Self {
+            rooms,
             caps,
             trusted_proxies: ilo_runtime::proxies::blocks(&config.trusted_proxies),
             config,

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::auth::Auth;
 use crate::bus::Bus;
 use crate::bus::local::LocalBus;
-use crate::bus::redis::RedisBus;
+use crate::bus::redis::{RedisBus, Retention};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -54,16 +54,24 @@ impl RelayService {
         let relay_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
         let (bus, redis): (Arc<dyn Bus>, _) = match &config.redis_url {
             Some(url) => {
+                let retention = Retention {
+                    size: config.history_size,
+                    ttl: config.history_ttl,
+                };
                 let redis = RedisBus::new(
                     url,
                     hub.clone(),
                     relay_id.clone(),
                     config.lease(),
+                    retention,
                     metrics.clone(),
                 )?;
                 (redis.clone(), Some(redis))
             }
-            None => (Arc::new(LocalBus::new(hub.clone())), None),
+            None => {
+                let local = LocalBus::new(hub.clone(), config.history_size, config.history_ttl);
+                (Arc::new(local), None)
+            }
         };
         let auth = Arc::new(Auth::new(&config.ilo_grpc_url, metrics.clone())?);
         let (stop, stopping) = watch::channel(false);

@@ -1,39 +1,87 @@
-//! The Redis bus: a channel per room (`potion:room:<room>`), subscribed while the room has a
-//! member on this relay; one PUBLISH per message. Presence lives in a hash per room
-//! (`potion:presence:<room>`) whose entries are leases: each relay refreshes its own, so the
-//! entries of a relay that died unannounced stop counting when their lease runs out.
+//! The Redis bus. Each room has, all under one hash tag so that they share a Redis Cluster slot:
+//! - `potion:{room}:live`, the channel this relay subscribes to while the room has a member here;
+//! - `potion:{room}:meta` (epoch, last offset) and the stream `potion:{room}:log`, its history;
+//! - `potion:{room}:presence` and `potion:{room}:leases`, each relay's presence leases.
+//!
+//! Every change goes through a script (`scripts/`) that makes it and publishes what it means in
+//! one step: a message is stored and published together, a lease is set or swept and its
+//! presence announced together. Leases expire by Redis's clock, and every relay sweeps them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::time::{Duration, Instant};
 
-use bytestring::ByteString;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use ilo_protocol::Member;
+use ilo_protocol::{Member, PresenceEvent, ServerFrame};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{PushInfo, PushKind, Value};
-use serde::{Deserialize, Serialize};
+use redis::{PushInfo, PushKind, Script, Value};
 use tokio::sync::watch;
 
-use super::{Bus, BusDown, Presence};
+use super::{Bus, BusDown, History, Presence, Read};
 use crate::hub::{Hub, Identity};
 use crate::metrics::Metrics;
+use crate::rooms::envelope::{self, Arrival, Place};
 
-const ROOM_PREFIX: &str = "potion:room:";
-const PRESENCE_PREFIX: &str = "potion:presence:";
 /// How long a Redis command may take before the bus counts as down.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often an idle subscription is probed, and how long its probe may take to come back.
+const PROBE_EVERY: Duration = Duration::from_secs(3);
+
+/// What the relay keeps of each room's history.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Messages per room; 0: no history.
+    pub size: usize,
+    pub ttl: Duration,
+}
 
 pub struct RedisBus {
     relay_id: String,
     lease: Duration,
+    retention: Retention,
     client: redis::Client,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
+    scripts: Scripts,
     /// The two connections while Redis answers; `None` while it is being reconnected.
     links: RwLock<Option<Links>>,
     up: Arc<AtomicBool>,
+    /// Set when the subscription connection dropped: resubscribe and repair every room.
+    resync: Arc<AtomicBool>,
+    /// The last probe that came back on the subscription.
+    probe_seen: Arc<AtomicU64>,
+    myself: Weak<RedisBus>,
+}
+
+struct Scripts {
+    publish: Script,
+    read: Script,
+    enter: Script,
+    exit: Script,
+    sweep: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            publish: Script::new(include_str!("scripts/publish.lua")),
+            read: Script::new(include_str!("scripts/read.lua")),
+            enter: Script::new(include_str!("scripts/enter.lua")),
+            exit: Script::new(include_str!("scripts/exit.lua")),
+            sweep: Script::new(include_str!("scripts/sweep.lua")),
+        }
+    }
+
+    fn all(&self) -> [&Script; 5] {
+        [
+            &self.publish,
+            &self.read,
+            &self.enter,
+            &self.exit,
+            &self.sweep,
+        ]
+    }
 }
 
 /// A command connection, and one that only subscribes and receives room messages.
@@ -43,12 +91,35 @@ struct Links {
     subscriptions: ConnectionManager,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Lease {
-    user: String,
-    public_key: String,
-    /// Unix milliseconds after which the entry no longer counts.
-    until: u64,
+/// A room's keys and channel.
+struct Keys {
+    meta: String,
+    log: String,
+    presence: String,
+    leases: String,
+    channel: String,
+}
+
+impl Keys {
+    fn of(room: &str) -> Self {
+        Self {
+            meta: format!("potion:{{{room}}}:meta"),
+            log: format!("potion:{{{room}}}:log"),
+            presence: format!("potion:{{{room}}}:presence"),
+            leases: format!("potion:{{{room}}}:leases"),
+            channel: channel(room),
+        }
+    }
+}
+
+fn channel(room: &str) -> String {
+    format!("potion:{{{room}}}:live")
+}
+
+/// The room a channel carries.
+fn room_of(channel: &[u8]) -> Option<&str> {
+    let channel = std::str::from_utf8(channel).ok()?;
+    channel.strip_prefix("potion:{")?.strip_suffix("}:live")
 }
 
 impl RedisBus {
@@ -58,34 +129,43 @@ impl RedisBus {
         hub: Arc<Hub>,
         relay_id: String,
         lease: Duration,
+        retention: Retention,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
         let separator = if url.contains('?') { '&' } else { '?' };
         let client = redis::Client::open(format!("{url}{separator}protocol=resp3"))?;
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|myself| Self {
             relay_id,
             lease,
+            retention,
             client,
             hub,
             metrics,
+            scripts: Scripts::new(),
             links: RwLock::new(None),
             up: Arc::new(AtomicBool::new(false)),
+            resync: Arc::new(AtomicBool::new(false)),
+            probe_seen: Arc::new(AtomicU64::new(0)),
+            myself: myself.clone(),
         }))
     }
 
-    /// Until `stopping`, once a second: checks both connections; after two failed checks
-    /// replaces them, with backoff, and resubscribes every room this relay has members in.
-    /// Refreshes this relay's presence leases three times per lease.
+    /// Until `stopping`, once a second: checks both connections (after two failed checks, or
+    /// a probe that did not come back, replaces them, with backoff); resubscribes and repairs
+    /// every room after the subscription dropped; renews this relay's presence leases three
+    /// times per lease, and sweeps expired ones.
     pub async fn maintain(self: Arc<Self>, mut stopping: watch::Receiver<bool>) {
-        let mut last_refresh: Option<std::time::Instant> = None;
+        let mut last_refresh: Option<Instant> = None;
+        let mut probe = Probe::default();
         let (mut failures, mut backoff) = (0u32, Duration::from_secs(1));
         loop {
             let alive = match self.links() {
-                Some(links) => ping(&links).await,
+                Some(links) => ping(&links).await && self.probe(&mut probe, &links).await,
                 None => match self.connect().await {
                     Ok(()) => {
                         backoff = Duration::from_secs(1);
                         last_refresh = None;
+                        probe = Probe::default();
                         true
                     }
                     Err(e) => {
@@ -96,16 +176,23 @@ impl RedisBus {
                 },
             };
             failures = if alive { 0 } else { failures + 1 };
-            if failures >= 2 {
+            if failures >= 2 || probe.failed {
                 *self.links.write().unwrap_or_else(PoisonError::into_inner) = None;
+                probe = Probe::default();
             }
             let was_up = self.up.swap(alive, Ordering::Relaxed);
             if alive != was_up {
                 tracing::info!(up = alive, "Redis bus");
             }
+            if alive && self.resync.swap(false, Ordering::Relaxed) {
+                self.resubscribe().await;
+            }
             if alive && last_refresh.is_none_or(|at| at.elapsed() >= self.lease / 3) {
                 self.refresh_leases().await;
-                last_refresh = Some(std::time::Instant::now());
+                last_refresh = Some(Instant::now());
+            }
+            if alive {
+                self.sweep().await;
             }
             let pause = if alive {
                 Duration::from_secs(1)
@@ -119,7 +206,8 @@ impl RedisBus {
         }
     }
 
-    /// Opens both connections and subscribes to every room with a local member.
+    /// Opens both connections, loads the scripts, subscribes to every room with a local member
+    /// and repairs each from its history.
     async fn connect(&self) -> anyhow::Result<()> {
         let base = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
@@ -127,25 +215,101 @@ impl RedisBus {
             .set_number_of_retries(1);
         let deliver = Deliver {
             hub: self.hub.clone(),
+            bus: self.myself.clone(),
             up: self.up.clone(),
+            resync: self.resync.clone(),
+            probe_seen: self.probe_seen.clone(),
+            probe_channel: self.probe_channel(),
         };
         let commands = ConnectionManager::new_with_config(self.client.clone(), base.clone());
         let subscriptions = ConnectionManager::new_with_config(
             self.client.clone(),
             base.set_push_sender(deliver).set_automatic_resubscription(),
         );
-        let connecting = async { anyhow::Ok((commands.await?, subscriptions.await?)) };
-        let (commands, mut subscriptions) =
-            tokio::time::timeout(2 * COMMAND_TIMEOUT, connecting).await??;
-        for room in self.hub.rooms() {
-            subscriptions.subscribe(room_channel(&room)).await?;
-        }
+        let connecting = async {
+            let (mut commands, mut subscriptions) = (commands.await?, subscriptions.await?);
+            for script in self.scripts.all() {
+                script.prepare_invoke().load_async(&mut commands).await?;
+            }
+            subscriptions.subscribe(self.probe_channel()).await?;
+            for room in self.hub.rooms() {
+                subscriptions.subscribe(channel(&room)).await?;
+            }
+            anyhow::Ok((commands, subscriptions))
+        };
+        let (commands, subscriptions) =
+            tokio::time::timeout(4 * COMMAND_TIMEOUT, connecting).await??;
         *self.links.write().unwrap_or_else(PoisonError::into_inner) = Some(Links {
             commands,
             subscriptions,
         });
+        self.resync.store(false, Ordering::Relaxed);
+        self.repair_all();
         self.metrics.bus_reconnects.inc();
         Ok(())
+    }
+
+    /// After the subscription dropped: subscribes again to every room (the connection may
+    /// have done it by itself already) and repairs each from its history.
+    async fn resubscribe(&self) {
+        let Some(mut links) = self.links() else {
+            return;
+        };
+        for room in self.hub.rooms() {
+            if links.subscriptions.subscribe(channel(&room)).await.is_err() {
+                self.resync.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
+        tracing::info!("Redis subscription restored; repairing rooms from their history");
+        self.repair_all();
+    }
+
+    fn repair_all(&self) {
+        let Some(bus) = self.myself.upgrade() else {
+            return;
+        };
+        for (room, from) in self.hub.start_repairs() {
+            tokio::spawn(crate::rooms::repair(
+                self.hub.clone(),
+                bus.clone(),
+                room,
+                from,
+            ));
+        }
+    }
+
+    fn probe_channel(&self) -> String {
+        format!("potion:probe:{}", self.relay_id)
+    }
+
+    /// Publishes a probe on this relay's own channel every [`PROBE_EVERY`]; false when the
+    /// previous one did not come back in time: a subscription that answers PING but receives
+    /// nothing (seen after a Redis failover).
+    async fn probe(&self, probe: &mut Probe, links: &Links) -> bool {
+        if let Some((n, at)) = probe.pending {
+            if self.probe_seen.load(Ordering::Relaxed) >= n {
+                probe.pending = None;
+            } else if at.elapsed() >= PROBE_EVERY {
+                tracing::warn!("the Redis subscription delivers nothing; reconnecting");
+                probe.failed = true;
+                return false;
+            }
+        }
+        if probe.pending.is_none() && probe.sent.is_none_or(|at| at.elapsed() >= PROBE_EVERY) {
+            probe.next += 1;
+            let mut commands = links.commands.clone();
+            let sent = redis::cmd("PUBLISH")
+                .arg(self.probe_channel())
+                .arg(probe.next)
+                .query_async::<i64>(&mut commands)
+                .await;
+            if sent.is_ok() {
+                probe.pending = Some((probe.next, Instant::now()));
+                probe.sent = Some(Instant::now());
+            }
+        }
+        true
     }
 
     fn links(&self) -> Option<Links> {
@@ -166,78 +330,160 @@ impl RedisBus {
         }
         let mut pipe = redis::pipe();
         for (room, who) in &entries {
-            self.add_lease(&mut pipe, room, who);
+            pipe.invoke_script(&self.enter_invocation(room, who, false))
+                .ignore();
         }
         let Ok(mut commands) = self.commands() else {
             return;
         };
         if let Err(e) = pipe.query_async::<Value>(&mut commands).await {
-            tracing::warn!(error = %e, "could not refresh presence leases");
+            tracing::warn!(error = %e, "could not renew presence leases");
         }
     }
 
-    fn add_lease(&self, pipe: &mut redis::Pipeline, room: &str, who: &Identity) {
-        let lease = Lease {
+    /// Sweeps the expired leases of every room with a member here (those whose leaves someone
+    /// here must hear).
+    async fn sweep(&self) {
+        let rooms = self.hub.rooms();
+        if rooms.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for room in &rooms {
+            let keys = Keys::of(room);
+            pipe.invoke_script(
+                self.scripts
+                    .sweep
+                    .key(&keys.presence)
+                    .key(&keys.leases)
+                    .arg(&keys.channel),
+            )
+            .ignore();
+        }
+        let Ok(mut commands) = self.commands() else {
+            return;
+        };
+        if let Err(e) = pipe.query_async::<Value>(&mut commands).await {
+            tracing::warn!(error = %e, "could not sweep presence leases");
+        }
+    }
+
+    fn enter_invocation<'a>(
+        &'a self,
+        room: &str,
+        who: &Identity,
+        members: bool,
+    ) -> redis::ScriptInvocation<'a> {
+        let keys = Keys::of(room);
+        let member = serde_json::to_string(&Member {
             user: who.username.clone(),
             public_key: who.public_key.clone(),
-            until: unix_ms() + self.lease.as_millis() as u64,
-        };
-        let key = presence_key(room);
-        pipe.hset(
-            &key,
-            self.field(who),
-            serde_json::to_string(&lease).unwrap_or_default(),
-        )
-        .ignore()
-        .pexpire(&key, (self.lease.as_millis() * 2) as i64)
-        .ignore();
+        })
+        .unwrap_or_default();
+        let leave = envelope::presence(&who.user_id, &presence(room, who, PresenceEvent::Leave));
+        let join = envelope::presence(&who.user_id, &presence(room, who, PresenceEvent::Join));
+        let mut invocation = self.scripts.enter.prepare_invoke();
+        invocation
+            .key(keys.presence)
+            .key(keys.leases)
+            .arg(self.field(who))
+            .arg(&who.user_id)
+            .arg(format!("{member}\n{leave}"))
+            .arg(self.lease.as_millis() as u64)
+            .arg(keys.channel)
+            .arg(join)
+            .arg(if members { "1" } else { "0" });
+        invocation
     }
 
     fn field(&self, who: &Identity) -> String {
         format!("{}|{}", self.relay_id, who.user_id)
     }
 
-    /// The room's live leases: (relay id, user id, lease).
-    async fn leases(&self, room: &str) -> Result<Vec<(String, String, Lease)>, BusDown> {
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, BusDown> {
         let mut commands = self.commands()?;
-        let all: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(presence_key(room))
-            .query_async(&mut commands)
+        invocation
+            .invoke_async(&mut commands)
             .await
-            .map_err(|_| BusDown)?;
-        let now = unix_ms();
-        Ok(all
-            .into_iter()
-            .filter_map(|(field, value)| {
-                let (relay, user_id) = field.split_once('|')?;
-                let lease: Lease = serde_json::from_str(&value).ok()?;
-                (lease.until > now).then(|| (relay.to_owned(), user_id.to_owned(), lease))
+            .map_err(|e| {
+                tracing::debug!(error = %e, "Redis script failed");
+                BusDown
             })
-            .collect())
     }
 }
 
+fn presence(room: &str, who: &Identity, event: PresenceEvent) -> ServerFrame {
+    ServerFrame::Presence {
+        room: room.to_owned(),
+        user: who.username.clone(),
+        public_key: (event == PresenceEvent::Join).then(|| who.public_key.clone()),
+        event,
+    }
+}
+
+#[derive(Default)]
+struct Probe {
+    next: u64,
+    /// The probe in flight and when it was sent.
+    pending: Option<(u64, Instant)>,
+    sent: Option<Instant>,
+    failed: bool,
+}
+
 impl Bus for RedisBus {
-    fn publish<'a>(
-        &'a self,
-        room: &'a str,
-        envelope: ByteString,
-    ) -> BoxFuture<'a, Result<(), BusDown>> {
+    fn publish<'a>(&'a self, room: &'a str, head: String) -> BoxFuture<'a, Result<(), BusDown>> {
         async move {
             if !self.is_up() {
                 return Err(BusDown);
             }
-            let mut commands = self.commands()?;
-            redis::cmd("PUBLISH")
-                .arg(room_channel(room))
-                .arg(envelope.as_bytes().as_ref())
-                .query_async::<i64>(&mut commands)
-                .await
-                .map(drop)
-                .map_err(|_| {
-                    self.up.store(false, Ordering::Relaxed);
-                    BusDown
-                })
+            let keys = Keys::of(room);
+            let published = if self.retention.size == 0 {
+                let mut commands = self.commands()?;
+                redis::cmd("PUBLISH")
+                    .arg(&keys.channel)
+                    .arg(envelope::plain_message(&format!("{head}}}")))
+                    .query_async::<i64>(&mut commands)
+                    .await
+                    .map_err(|_| BusDown)
+            } else {
+                let mut invocation = self.scripts.publish.prepare_invoke();
+                invocation
+                    .key(keys.meta)
+                    .key(keys.log)
+                    .arg(keys.channel)
+                    .arg(head)
+                    .arg(envelope::new_epoch())
+                    .arg(self.retention.size)
+                    .arg(self.retention.ttl.as_millis() as u64);
+                self.run::<i64>(&invocation).await
+            };
+            published.map(drop).inspect_err(|_| {
+                self.up.store(false, Ordering::Relaxed);
+            })
+        }
+        .boxed()
+    }
+
+    fn read<'a>(&'a self, room: &'a str, read: Read) -> BoxFuture<'a, Result<History, BusDown>> {
+        async move {
+            let keys = Keys::of(room);
+            let (epoch, after) = read
+                .after
+                .map_or((String::new(), 0), |p| (p.epoch.to_string(), p.offset));
+            let mut invocation = self.scripts.read.prepare_invoke();
+            invocation
+                .key(keys.meta)
+                .key(keys.log)
+                .arg(envelope::new_epoch())
+                .arg(self.retention.ttl.as_millis() as u64)
+                .arg(epoch)
+                .arg(after)
+                .arg(read.last.min(self.retention.size));
+            let values: Vec<Value> = self.run(&invocation).await?;
+            history(values).ok_or(BusDown)
         }
         .boxed()
     }
@@ -246,7 +492,7 @@ impl Bus for RedisBus {
         async move {
             let mut subscriptions = self.links().ok_or(BusDown)?.subscriptions;
             subscriptions
-                .subscribe(room_channel(room))
+                .subscribe(channel(room))
                 .await
                 .map_err(|_| BusDown)
         }
@@ -256,7 +502,7 @@ impl Bus for RedisBus {
     fn unsubscribe<'a>(&'a self, room: &'a str) -> BoxFuture<'a, ()> {
         async move {
             if let Some(mut links) = self.links() {
-                let _ = links.subscriptions.unsubscribe(room_channel(room)).await;
+                let _ = links.subscriptions.unsubscribe(channel(room)).await;
             }
         }
         .boxed()
@@ -266,48 +512,38 @@ impl Bus for RedisBus {
         &'a self,
         room: &'a str,
         who: &'a Identity,
+        _arrived: bool,
     ) -> BoxFuture<'a, Result<Presence, BusDown>> {
         async move {
-            let mut pipe = redis::pipe();
-            self.add_lease(&mut pipe, room, who);
-            let mut commands = self.commands()?;
-            pipe.query_async::<Value>(&mut commands)
-                .await
-                .map_err(|_| BusDown)?;
-            let leases = self.leases(room).await?;
-            let present_elsewhere = leases
-                .iter()
-                .any(|(relay, user, _)| *user == who.user_id && *relay != self.relay_id);
+            let values: Vec<String> = self.run(&self.enter_invocation(room, who, true)).await?;
             let mut seen = std::collections::HashSet::new();
-            let members = leases
-                .into_iter()
-                .filter(|(_, user, _)| seen.insert(user.clone()))
-                .map(|(_, _, lease)| Member {
-                    user: lease.user,
-                    public_key: lease.public_key,
+            let members = values
+                .iter()
+                .filter_map(|value| {
+                    let (member, _) = value.split_once('\n')?;
+                    serde_json::from_str::<Member>(member).ok()
                 })
+                .filter(|member| seen.insert(member.user.clone()))
                 .collect();
             Ok(Presence {
                 members: Some(members),
-                present_elsewhere,
             })
         }
         .boxed()
     }
 
-    fn exit<'a>(&'a self, room: &'a str, who: &'a Identity) -> BoxFuture<'a, bool> {
+    fn exit<'a>(&'a self, room: &'a str, who: &'a Identity) -> BoxFuture<'a, ()> {
         async move {
-            let Ok(mut commands) = self.commands() else {
-                return false;
-            };
-            let _ = redis::cmd("HDEL")
-                .arg(presence_key(room))
+            let keys = Keys::of(room);
+            let mut invocation = self.scripts.exit.prepare_invoke();
+            invocation
+                .key(keys.presence)
+                .key(keys.leases)
                 .arg(self.field(who))
-                .query_async::<i64>(&mut commands)
-                .await;
-            self.leases(room)
-                .await
-                .is_ok_and(|leases| leases.iter().any(|(_, user, _)| *user == who.user_id))
+                .arg(&who.user_id)
+                .arg(keys.channel);
+            // Unreachable Redis: the lease runs out and a sweep announces the leave.
+            let _ = self.run::<i64>(&invocation).await;
         }
         .boxed()
     }
@@ -317,30 +553,81 @@ impl Bus for RedisBus {
     }
 }
 
-/// Receives pushes on the subscribing connection and hands messages straight to the hub: no
-/// queue in between, and `Hub::deliver` never waits.
+/// Reads the read script's answer: `{epoch, offset, id, frame, …}`.
+fn history(values: Vec<Value>) -> Option<History> {
+    let mut values = values.into_iter();
+    let epoch: Arc<str> = string(values.next()?)?.into();
+    let offset = match values.next()? {
+        Value::Int(n) => u64::try_from(n).ok()?,
+        _ => return None,
+    };
+    let mut messages = Vec::new();
+    while let (Some(id), Some(frame)) = (values.next(), values.next()) {
+        let id = string(id)?;
+        let place = Place {
+            epoch: epoch.clone(),
+            offset: id.split_once('-')?.0.parse().ok()?,
+        };
+        messages.push(Arrival::message(Some(place), &string(frame)?));
+    }
+    Some(History {
+        epoch,
+        offset,
+        messages,
+    })
+}
+
+fn string(value: Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+        Value::SimpleString(text) => Some(text),
+        _ => None,
+    }
+}
+
+/// Receives pushes on the subscribing connection and hands them straight to the hub: no
+/// queue in between, and `Hub::deliver` never waits. A hole in a room's offsets starts that
+/// room's repair.
 struct Deliver {
     hub: Arc<Hub>,
+    bus: Weak<RedisBus>,
     up: Arc<AtomicBool>,
+    resync: Arc<AtomicBool>,
+    probe_seen: Arc<AtomicU64>,
+    probe_channel: String,
 }
 
 impl redis::aio::AsyncPushSender for Deliver {
     fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
         match info.kind {
             PushKind::Message => {
-                if let [Value::BulkString(channel), Value::BulkString(payload)] =
+                let [Value::BulkString(channel), Value::BulkString(payload)] =
                     info.data.as_slice()
-                    && let Some(room) = channel.strip_prefix(ROOM_PREFIX.as_bytes())
-                    && let (Ok(room), Ok(envelope)) = (
-                        std::str::from_utf8(room),
-                        ByteString::try_from(payload.clone()),
-                    )
+                else {
+                    return Ok(());
+                };
+                if let Some(room) = room_of(channel)
+                    && let Some(arrival) = envelope::open(payload)
+                    && let Some(hole) = self.hub.deliver(room, arrival)
+                    && let Some(bus) = self.bus.upgrade()
                 {
-                    self.hub.deliver(room, &envelope);
+                    tokio::spawn(crate::rooms::repair(
+                        self.hub.clone(),
+                        bus,
+                        room.into(),
+                        hole.0,
+                    ));
+                } else if channel.as_slice() == self.probe_channel.as_bytes()
+                    && let Some(n) = std::str::from_utf8(payload)
+                        .ok()
+                        .and_then(|n| n.parse().ok())
+                {
+                    self.probe_seen.fetch_max(n, Ordering::Relaxed);
                 }
             }
             PushKind::Disconnection => {
                 self.up.store(false, Ordering::Relaxed);
+                self.resync.store(true, Ordering::Relaxed);
                 tracing::warn!("Redis subscription connection lost; reconnecting");
             }
             _ => {}
@@ -361,18 +648,4 @@ async fn ping(links: &Links) -> bool {
         tokio::time::timeout(2 * COMMAND_TIMEOUT, both).await,
         Ok(Ok(_))
     )
-}
-
-fn room_channel(room: &str) -> String {
-    format!("{ROOM_PREFIX}{room}")
-}
-
-fn presence_key(room: &str) -> String {
-    format!("{PRESENCE_PREFIX}{room}")
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
