@@ -5,14 +5,11 @@
 mod support;
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::process::Process;
 use support::redis::PrivateRedis;
 use support::relay::{TestRelay, user};
-use support::ws::Ws;
 use support::{Backend, TestApp};
 
 async fn redis() -> PrivateRedis {
@@ -251,55 +248,4 @@ async fn a_stopping_relay_closes_its_clients_with_1001_and_no_one_else_notices()
     a.send(json!({"type": "send", "room": "stay", "body": "still here"}))
         .await;
     assert_eq!(b.next_of("message").await["body"], "still here");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_relays_members_leave_the_lists_within_the_lease() {
-    let (api, redis) = (TestApp::spawn(Backend::Sqlite).await, redis().await);
-    let survivor = TestRelay::spawn(&api, Some(&redis.url()), |c| c.lease_secs = 3).await;
-    let addr = support::postgres::free_port();
-    let doomed = Process::spawn(
-        Command::new(support::binary("potion", "potion"))
-            .env("POTION_ADDR", format!("127.0.0.1:{addr}"))
-            .env("ILO_GRPC_URL", api.grpc_url())
-            .env("REDIS_URL", redis.url())
-            .env("POTION_LEASE_SECS", "3")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null()),
-    );
-    let url = format!("ws://127.0.0.1:{addr}/ws/haunted");
-    let token = user(&api, "ghost").await;
-    let mut ghost: Option<Ws> = None;
-    for _ in 0..100 {
-        if let Ok(ws) = support::ws::connect(&url, &token, support::ws::Presented::Header).await {
-            ghost = Some(ws);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut ghost = ghost.expect("the relay process accepts connections");
-    ghost.welcome().await;
-    ghost.next_of("joined").await;
-
-    let mut watcher = survivor.connect(&user(&api, "watcher").await).await;
-    assert_eq!(names(&watcher.join("haunted").await), ["ghost", "watcher"]);
-    doomed.kill(); // SIGKILL: no goodbye, no cleanup
-
-    let mut newcomer = survivor.connect(&user(&api, "newcomer").await).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let joined = newcomer.join("haunted").await;
-        if names(&joined) == ["newcomer", "watcher"] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the ghost is still listed: {joined}"
-        );
-        newcomer
-            .send(json!({"type": "leave", "room": "haunted"}))
-            .await;
-        newcomer.next_of("left").await;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }

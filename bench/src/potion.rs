@@ -258,9 +258,7 @@ async fn joined(url: &str, token: &str, room: &str) -> anyhow::Result<(Sender, R
         .await
         .with_context(|| format!("connecting to {url}"))?;
     let (mut sender, mut receiver) = connection.split();
-    sender
-        .send(&ClientFrame::join(room))
-        .await?;
+    sender.send(&ClientFrame::join(room)).await?;
     loop {
         match receiver.recv().await? {
             Incoming::Text(text) => {

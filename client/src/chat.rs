@@ -9,8 +9,8 @@
 //! With [`Chat::encrypt_with`], every text is sealed for the room's members (ilo-e2e/1) and
 //! every message comes out opened, or saying plainly why it could not be.
 
-use std::collections::{HashMap, VecDeque};
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::time::Duration;
 

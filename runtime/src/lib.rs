@@ -94,7 +94,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +109,4 @@ mod tests {
         assert!(parse_duration("24é").is_err());
         assert!(parse_duration("").is_err());
     }
-
 }

@@ -112,6 +112,28 @@ impl Ws {
         self.next_of("joined").await
     }
 
+    /// Sends a `join` frame with more fields (`since`, `history`) and returns the `joined` frame.
+    pub async fn join_with(&mut self, room: &str, mut frame: Value) -> Value {
+        frame["type"] = "join".into();
+        frame["room"] = room.into();
+        self.send(frame).await;
+        self.next_of("joined").await
+    }
+
+    /// The next `n` message frames, skipping presence; panics on anything else (a `gap` too).
+    pub async fn messages(&mut self, n: usize) -> Vec<Value> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let frame = self.next().await;
+            match frame["type"].as_str() {
+                Some("message") => out.push(frame),
+                Some("presence") => {}
+                _ => panic!("expected a message, got {frame}"),
+            }
+        }
+        out
+    }
+
     /// Reads the welcome frame.
     pub async fn welcome(&mut self) -> Value {
         let frame = self.next().await;

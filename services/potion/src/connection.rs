@@ -171,7 +171,11 @@ impl Conn {
 
     async fn join(&mut self, room: String, ask: Ask) {
         if !is_valid_room(&room) {
-            return self.reply(ServerFrame::error("bad_room", ilo_protocol::ROOM_RULE, None));
+            return self.reply(ServerFrame::error(
+                "bad_room",
+                ilo_protocol::ROOM_RULE,
+                None,
+            ));
         }
         let rooms = &self.relay.rooms;
         let entry = match rooms.join(self.id, &self.identity, &room, ask).await {
@@ -222,7 +226,12 @@ impl Conn {
             reference: reference.clone(),
             id: self.relay.next_message_id(),
         };
-        if let Err(refused) = self.relay.rooms.send(self.id, &self.identity, message).await {
+        if let Err(refused) = self
+            .relay
+            .rooms
+            .send(self.id, &self.identity, message)
+            .await
+        {
             self.refused(refused, reference);
         }
     }

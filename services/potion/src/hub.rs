@@ -243,9 +243,7 @@ impl Hub {
         else {
             return true;
         };
-        let seen = |a: &Arrival| {
-            matches!((&a.kind, &at), (Kind::Message(Some(p)), Some(at)) if p.within(at))
-        };
+        let seen = |a: &Arrival| matches!((&a.kind, &at), (Kind::Message(Some(p)), Some(at)) if p.within(at));
         let frames = std::iter::once(joined)
             .chain(replay.iter().map(|a| a.frame.clone()))
             .chain(waiting.into_iter().filter(|a| !seen(a)).map(|a| a.frame));
@@ -382,7 +380,10 @@ impl Hub {
                 epoch: history.epoch.clone(),
                 offset: first.map_or(history.offset, |p| p.offset.saturating_sub(1)),
             };
-            tracing::warn!(room, "the room's history does not cover what this relay missed");
+            tracing::warn!(
+                room,
+                "the room's history does not cover what this relay missed"
+            );
             entry.position = Some(place.clone());
             self.fan_out(conns, entry, &Arrival::gap(room, place));
         }
@@ -407,7 +408,10 @@ impl Hub {
 
     /// Whether the room is waiting for a repair.
     pub(crate) fn is_held(&self, room: &str) -> bool {
-        self.lock().rooms.get(room).is_some_and(|r| r.held.is_some())
+        self.lock()
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.held.is_some())
     }
 
     /// Fans `arrival` out if it is the room's next frame; a hole comes back with the arrival.

@@ -135,7 +135,10 @@ async fn upgrade(
         .iter()
         .any(|p| p == SUBPROTOCOL)
         .then_some(SUBPROTOCOL);
-    let outbox = Arc::new(Outbox::new(relay.config.queue, relay.metrics.slow_consumers.clone()));
+    let outbox = Arc::new(Outbox::new(
+        relay.config.queue,
+        relay.metrics.slow_consumers.clone(),
+    ));
     let (response, incoming) = socket::accept(
         &req,
         body,

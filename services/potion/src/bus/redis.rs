@@ -216,7 +216,6 @@ impl RedisBus {
         let deliver = Deliver {
             hub: self.hub.clone(),
             bus: self.myself.clone(),
-            up: self.up.clone(),
             resync: self.resync.clone(),
             probe_seen: self.probe_seen.clone(),
             probe_channel: self.probe_channel(),
@@ -405,13 +404,10 @@ impl RedisBus {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, BusDown> {
         let mut commands = self.commands()?;
-        invocation
-            .invoke_async(&mut commands)
-            .await
-            .map_err(|e| {
-                tracing::debug!(error = %e, "Redis script failed");
-                BusDown
-            })
+        invocation.invoke_async(&mut commands).await.map_err(|e| {
+            tracing::debug!(error = %e, "Redis script failed");
+            BusDown
+        })
     }
 }
 
@@ -591,7 +587,6 @@ fn string(value: Value) -> Option<String> {
 struct Deliver {
     hub: Arc<Hub>,
     bus: Weak<RedisBus>,
-    up: Arc<AtomicBool>,
     resync: Arc<AtomicBool>,
     probe_seen: Arc<AtomicU64>,
     probe_channel: String,
@@ -601,8 +596,7 @@ impl redis::aio::AsyncPushSender for Deliver {
     fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
         match info.kind {
             PushKind::Message => {
-                let [Value::BulkString(channel), Value::BulkString(payload)] =
-                    info.data.as_slice()
+                let [Value::BulkString(channel), Value::BulkString(payload)] = info.data.as_slice()
                 else {
                     return Ok(());
                 };
@@ -626,7 +620,8 @@ impl redis::aio::AsyncPushSender for Deliver {
                 }
             }
             PushKind::Disconnection => {
-                self.up.store(false, Ordering::Relaxed);
+                // Publishing goes on (on the command connection); what this relay misses
+                // meanwhile is repaired from the history once it is subscribed again.
                 self.resync.store(true, Ordering::Relaxed);
                 tracing::warn!("Redis subscription connection lost; reconnecting");
             }

@@ -127,7 +127,9 @@ impl Rooms {
             },
             (None, Some(last)) => Read {
                 after: None,
-                last: usize::try_from(last).unwrap_or(usize::MAX).min(self.history),
+                last: usize::try_from(last)
+                    .unwrap_or(usize::MAX)
+                    .min(self.history),
             },
             (None, None) => Read::default(),
         };
@@ -164,7 +166,12 @@ impl Rooms {
         Refused::BusDown
     }
 
-    pub(crate) async fn leave(&self, id: ConnId, who: &Identity, room: &str) -> Result<(), Refused> {
+    pub(crate) async fn leave(
+        &self,
+        id: ConnId,
+        who: &Identity,
+        room: &str,
+    ) -> Result<(), Refused> {
         let left = self.hub.leave(id, room).ok_or(Refused::NotInRoom)?;
         self.after_leave(who, left).await;
         Ok(())
@@ -257,6 +264,7 @@ fn recovery(since: &Position, history: &History) -> Result<(), Unrecovered> {
 /// holds the room's frames meanwhile.
 pub(crate) async fn repair(hub: Arc<Hub>, bus: Arc<dyn Bus>, room: Arc<str>, mut from: Place) {
     loop {
+        tracing::debug!(%room, offset = from.offset, "repairing the room from its history");
         let read = Read {
             after: Some(from.clone()),
             last: usize::MAX,
