@@ -221,11 +221,11 @@ impl Member {
         event
     }
 
-    /// Waits for the room's `joined` (after connecting or reconnecting).
-    async fn until_joined(&mut self) {
+    /// Waits for the room's `joined` (after connecting or reconnecting); its `recovered`.
+    async fn until_joined(&mut self) -> Option<bool> {
         loop {
-            if let Event::Frame(ServerFrame::Joined { .. }) = self.next().await {
-                return;
+            if let Event::Frame(ServerFrame::Joined { recovered, .. }) = self.next().await {
+                return recovered;
             }
         }
     }
@@ -249,7 +249,8 @@ impl Member {
         }
     }
 
-    /// Reconnected after its relay went away: one `Reconnecting`, then back in the room.
+    /// Reconnected after its relay went away: one `Reconnecting`, then back in the room, with
+    /// everything it missed meanwhile replayed.
     async fn reconnects_once(&mut self) {
         let before = self.reconnects;
         loop {
@@ -263,7 +264,12 @@ impl Member {
                 _ => {}
             }
         }
-        self.until_joined().await;
+        assert_eq!(
+            self.until_joined().await,
+            Some(true),
+            "{}: rejoined with since, recovered",
+            self.name
+        );
     }
 }
 
@@ -310,11 +316,20 @@ async fn clients_chat_through_the_load_balancer_and_survive_relay_restarts() {
     let index = relay_index(&topology, &doomed).await;
     let on_doomed: Vec<bool> = members.iter().map(|m| m.relay == doomed).collect();
     assert!(topology.relays[index].take().unwrap().terminate().await);
+    // Said while its clients are away: they get it when they are back, from the history.
+    let speaker = on_doomed.iter().position(|moved| !moved).unwrap();
+    let away: HashSet<String> = (0..5).map(|i| format!("while away {i}")).collect();
+    for line in &away {
+        members[speaker].say(line.clone()).await;
+    }
     for (member, moved) in members.iter_mut().zip(&on_doomed) {
         if *moved {
             member.reconnects_once().await;
             assert_ne!(member.relay, doomed);
         }
+    }
+    for member in &mut members {
+        member.receives(&away).await;
     }
     round(&mut members, "after one stop").await;
     for (member, moved) in members.iter().zip(&on_doomed) {
