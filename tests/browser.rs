@@ -738,11 +738,20 @@ async fn the_page_fits_the_screen_follows_the_talk_and_survives_a_reload() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
 
-        // A reload keeps the session and the rooms.
+        // A reload keeps the session and the rooms, and shows each room's recent messages
+        // again (from the relay's history, opened with the key kept in the browser), in
+        // order and not counted as unread.
         alice.client.refresh().await.unwrap();
         alice.wait_for_text("#whoami", "alice").await;
         alice.wait_for_text("#room-list", "long").await;
         alice.wait_for_text("#room-list", "other").await;
+        alice.click("#room-list button[data-room='long']").await;
+        let shown = alice.wait_for_text(&log("long"), "over here").await;
+        let (reading, here) = (shown.find("while you were reading").unwrap(), shown.find("over here").unwrap());
+        assert!(reading < here, "replayed in their order: {shown}");
+        assert!(shown.contains("Recent messages in long"), "{shown}");
+        assert_eq!(alice.client.title().await.unwrap(), "Ilo", "history is not unread");
+        keep_screenshot(&alice, "after-reload").await;
         bob.say("long", "after the reload").await;
         alice.click("#room-list button[data-room='long']").await;
         alice.wait_for_text(&log("long"), "after the reload").await;

@@ -237,6 +237,7 @@ const chat = {
   rooms: new Map(), // room -> { log, members: Map(user -> bundle | null), button, seen: Set(mid), folded }
   active: null,
   wanted: [], // rooms to be in, rejoined after a reconnect, in join order
+  positions: new Map(), // room -> { epoch, offset } of the last message seen: `since` on rejoin
   socket: null,
   attempt: 0,
   retryTimer: null,
@@ -394,15 +395,42 @@ async function onFrame(frame) {
       chat.attempt = 0;
       chat.me = frame.user;
       status("Connected. Messages are end-to-end encrypted.");
-      for (const room of chat.wanted) send({ type: "join", room });
+      for (const room of chat.wanted) send(joinFrame(room));
       setComposer(Boolean(chat.active));
       break;
     case "joined": onJoined(frame); break;
     case "left": dropRoom(frame.room); break;
     case "message": await onMessage(frame); break;
     case "presence": onPresence(frame); break;
+    case "gap": onGap(frame); break;
     case "error": onError(frame); break;
   }
+}
+
+/** How many of a room's last messages the page asks for when it opens the room. */
+const HISTORY = 50;
+
+/** A room seen on this page before picks up after the last message seen; one opened anew
+ *  asks for its last messages. */
+function joinFrame(room) {
+  const since = chat.positions.get(room);
+  return since ? { type: "join", room, since } : { type: "join", room, history: HISTORY };
+}
+
+/** Keeps the room's place in its history (absent when the server keeps none). */
+function follow(room, epoch, offset) {
+  if (epoch !== undefined && offset !== undefined && chat.rooms.has(room)) chat.positions.set(room, { epoch, offset });
+}
+
+const UNRECOVERED = {
+  epoch_changed: "the server lost the room's history",
+  too_old: "older messages are no longer kept",
+  unavailable: "the history cannot be read right now",
+};
+
+function onGap(frame) {
+  follow(frame.room, frame.epoch, frame.offset);
+  addLine(frame.room, eventLine("Some messages may be missing here: the server could not deliver them all.", { warn: true }));
 }
 
 function onError(frame) {
@@ -435,12 +463,21 @@ function onJoined(frame) {
     li.append(room.button);
     $("room-list").append(li);
     chat.rooms.set(frame.room, room);
-    addLine(frame.room, eventLine(["You joined ", { name: frame.room }, "."]));
+    const intro = frame.missed ? ["Recent messages in ", { name: frame.room }, ":"] : ["You joined ", { name: frame.room }, "."];
+    addLine(frame.room, eventLine(intro));
   } else {
     addLine(frame.room, eventLine(["Back in ", { name: frame.room }, "."]));
   }
   room.members = new Map(frame.members.map((m) => [m.user, e2e.parseBundle(m.public_key)]));
   for (const [user, bundle] of room.members) noteKey(user, bundle);
+  // Asked-for history was there before: it is not unread. A replay after `since` is.
+  room.earlierUntil = frame.recovered === undefined ? frame.offset : 0;
+  // The replay follows in order: the room stands before it until each message arrives.
+  follow(frame.room, frame.epoch, frame.offset - (frame.missed || 0));
+  if (frame.recovered === false) {
+    const why = UNRECOVERED[frame.reason] || "the server could not replay everything";
+    addLine(frame.room, eventLine(`Some messages may be missing: ${why}.`, { warn: true }));
+  }
   activate(frame.room);
   $("message").focus();
 }
@@ -497,6 +534,7 @@ function dropRoom(name) {
   room.log.remove();
   room.button.parentElement.remove();
   chat.rooms.delete(name);
+  chat.positions.delete(name);
   renderUnread();
   if (chat.active === name) activate(chat.rooms.keys().next().value ?? null);
 }
@@ -626,6 +664,7 @@ async function onSend(event) {
 async function onMessage(frame) {
   const room = chat.rooms.get(frame.room);
   if (!room) return;
+  follow(frame.room, frame.epoch, frame.offset);
   let parsed;
   try {
     parsed = e2e.parse(frame.body);
@@ -727,6 +766,7 @@ function messageLine(frame, text, how) {
     from.append(you);
   }
   li.append(time, from, badge(how), body);
+  if (frame.offset <= chat.rooms.get(frame.room)?.earlierUntil) li.classList.add("earlier");
   return li;
 }
 
@@ -788,7 +828,7 @@ function addLine(roomName, li) {
     room.lastDay = day;
   }
   room.log.append(li);
-  const message = li.classList.contains("message") && !li.classList.contains("mine");
+  const message = li.classList.contains("message") && !li.classList.contains("mine") && !li.classList.contains("earlier");
   if (message && (!shown || document.hidden)) {
     room.unread += 1;
     renderUnread();
@@ -887,7 +927,7 @@ function onJoin(event) {
   }
   if (!chat.wanted.includes(room)) chat.wanted.push(room);
   saveRooms();
-  send({ type: "join", room });
+  send(joinFrame(room));
 }
 
 function onLeave() {
