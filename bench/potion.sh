@@ -17,7 +17,8 @@ trap cleanup EXIT
 redis-server --port 16379 --bind 127.0.0.1 --save '' --appendonly no >"$dir/redis.log" 2>&1 &
 pids+=($!)
 ILO_HTTP_ADDR=127.0.0.1:18080 ILO_GRPC_ADDR=127.0.0.1:15051 DATABASE_URL="sqlite://$dir/ilo.db" \
-  ILO_KEY_RATE=0 ILO_LOGIN_FAILURES=0 ILO_LOOKUP_RATE=0 RUST_LOG=warn \
+  ILO_KEY_RATE=0 ILO_LOGIN_FAILURES=0 ILO_LOOKUP_RATE=0 ILO_LOGIN_RATE=0 ILO_REGISTER_RATE=0 \
+  ILO_HASH_PER_CLIENT=0 RUST_LOG=warn \
   target/release/ilo-api >"$dir/api.log" 2>&1 &
 pids+=($!)
 relay_pids=()
@@ -35,3 +36,6 @@ done
 target/release/potion-bench --api http://127.0.0.1:18080 \
   --relays ws://127.0.0.1:18081/ws,ws://127.0.0.1:18082/ws \
   --relay-pids "$(IFS=,; echo "${relay_pids[*]}")" "$@"
+# What Redis spent: per command (the history script is EVALSHA, a bare fan-out PUBLISH) and in all.
+redis-cli -p 16379 INFO commandstats | tr -d '\r' | grep -E '^cmdstat_(evalsha|publish):' | sed 's/^/redis /'
+redis-cli -p 16379 INFO cpu | tr -d '\r' | grep -E '^used_cpu_(sys|user):' | sed 's/^/redis /'

@@ -94,6 +94,9 @@ fn describe(code: u16) -> &'static str {
     }
 }
 
+/// Frames per linger, on average, from which a connection's writes are held and batched.
+const BUSY_FRAMES: u64 = 4;
+
 /// The 101 response's body: the outbox's frames as they come, then the close frame.
 struct Body {
     outbox: Arc<Outbox>,
@@ -103,9 +106,11 @@ struct Body {
     pace: Pace,
 }
 
-/// Write coalescing for busy connections. A write costs the kernel far more than the frames in
-/// it, so a connection that gets more than one frame per half `linger` on average writes at most
-/// once per `linger`, carrying everything queued meanwhile; a quieter one is written at once.
+/// Write coalescing for busy connections. A write (and the wake-up before it) costs far more
+/// than the frames in it, so a connection that gets at least [`BUSY_FRAMES`] frames per `linger`
+/// on average writes at most once per `linger`, carrying everything queued meanwhile. Any other
+/// connection is written at once: at chat pace, and up to hundreds of frames a second, holding
+/// frames would only add latency (a hold pays off once a write carries many frames).
 /// A close frame waits out a hold too: at most `linger` later.
 struct Pace {
     linger: Duration,
@@ -152,7 +157,7 @@ impl Pace {
             let per_frame = (now - last).as_micros() as u64 / frames.max(1) as u64;
             self.frame_interval_us = (self.frame_interval_us * 7 + per_frame) / 8;
         }
-        if self.frame_interval_us < self.linger.as_micros() as u64 / 2 {
+        if self.frame_interval_us * BUSY_FRAMES < self.linger.as_micros() as u64 {
             let until = now + self.linger;
             match self.hold.as_mut() {
                 Some(hold) => hold.as_mut().reset(until),
@@ -425,19 +430,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn quiet_connections_are_written_at_once() {
-        let mut pace = Pace::new(Duration::from_millis(8));
-        // Chat pace (a frame every 25 ms), then a long burst of frames 5 ms apart.
+    async fn quiet_and_lively_connections_are_written_at_once() {
+        let mut pace = Pace::new(Duration::from_millis(16));
+        // Chat pace (a frame every 25 ms), then 160 frames a second for a long while (two
+        // senders at 80 messages a second), then 200 a second.
         assert_eq!(writes(&mut pace, Duration::from_millis(25), 20).await, 20);
-        assert_eq!(writes(&mut pace, Duration::from_millis(5), 200).await, 200);
+        assert_eq!(
+            writes(&mut pace, Duration::from_micros(6_250), 400).await,
+            400
+        );
+        assert_eq!(writes(&mut pace, Duration::from_millis(5), 400).await, 400);
     }
 
     #[tokio::test(start_paused = true)]
     async fn busy_connections_write_at_most_once_per_linger() {
-        let mut pace = Pace::new(Duration::from_millis(8));
-        // A frame every millisecond: once the average has settled, one write per 8 frames.
-        writes(&mut pace, Duration::from_millis(1), 100).await;
-        assert_eq!(writes(&mut pace, Duration::from_millis(1), 800).await, 100);
+        let mut pace = Pace::new(Duration::from_millis(16));
+        // 400 frames a second: once the average has settled, one write per 16 ms (6 or 7 frames).
+        writes(&mut pace, Duration::from_micros(2_500), 200).await;
+        let written = writes(&mut pace, Duration::from_micros(2_500), 800).await;
+        assert!((100..=125).contains(&written), "{written} writes for 2 s");
         let mut off = Pace::new(Duration::ZERO);
         assert_eq!(writes(&mut off, Duration::from_millis(1), 100).await, 100);
     }

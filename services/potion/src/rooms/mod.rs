@@ -92,23 +92,26 @@ impl Rooms {
             Err(JoinError::TooManyRooms) => return Err(Refused::TooManyRooms(self.max_rooms)),
             Err(JoinError::UnknownConnection) => return Err(Refused::NotInRoom),
         };
+        if joined.room_was_empty && self.bus.subscribe(room).await.is_err() {
+            return Err(self.undo_join(id, who, room).await);
+        }
+        let presence = self.bus.enter(room, who, joined.user_arrived).await;
+        let members = match presence {
+            Ok(presence) => presence
+                .members
+                .unwrap_or_else(|| self.hub.local_members(room)),
+            Err(_) if joined.already_member => return Err(Refused::BusDown),
+            Err(_) => return Err(self.undo_join(id, who, room).await),
+        };
         if joined.already_member {
+            // Joined already: the current list, and no replay (it has been receiving).
             return Ok(Entry {
-                members: self.hub.local_members(room),
+                members,
                 at: self.hub.position(room),
                 recovered: None,
                 replay: Vec::new(),
             });
         }
-        if joined.room_was_empty && self.bus.subscribe(room).await.is_err() {
-            return Err(self.undo_join(id, who, room).await);
-        }
-        let Ok(presence) = self.bus.enter(room, who, joined.user_arrived).await else {
-            return Err(self.undo_join(id, who, room).await);
-        };
-        let members = presence
-            .members
-            .unwrap_or_else(|| self.hub.local_members(room));
         if self.history == 0 {
             return Ok(Entry {
                 members,

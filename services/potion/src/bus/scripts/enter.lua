@@ -8,16 +8,22 @@
 -- ARGV[6] join envelope, ARGV[7] "1" to return every member's value.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local present = false
-for _, field in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  if string.sub(field, string.find(field, '|', 1, true) + 1) == ARGV[2] then
-    present = true
-    break
+-- This relay's own lease (a renewal, or another connection of the user) settles it at once.
+local mine = redis.call('ZSCORE', KEYS[2], ARGV[1]) ~= false
+local present = mine
+if not present then
+  for _, field in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    if string.sub(field, string.find(field, '|', 1, true) + 1) == ARGV[2] then
+      present = true
+      break
+    end
   end
 end
 local lease = tonumber(ARGV[4])
 redis.call('ZADD', KEYS[2], now + lease, ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+if not mine then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+end
 redis.call('PEXPIRE', KEYS[1], 2 * lease)
 redis.call('PEXPIRE', KEYS[2], 2 * lease)
 if not present then
