@@ -1,7 +1,8 @@
 //! `potion-bench`: users made through the REST API, clients spread round-robin over the relays
 //! given, rooms of senders and listeners; one JSON line per measurement. With `--rate-steps` it
 //! raises the send rate step by step until loss passes 0.1 % or p99 passes 100 ms; with
-//! `--idle N` it opens N connections and reports the relays' memory per connection.
+//! `--idle N` it opens N connections and reports the relays' memory per connection; with
+//! `--rejoin N`, how long a client that missed N messages takes to get them back.
 //! Run the relays with `POTION_SEND_RATE=0` (the per-connection limit off).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,6 +16,8 @@ use ilo_client::rest::Api;
 use ilo_client::ws::{self, Incoming, Options as WsOptions, Presented, Receiver, Sender};
 use ilo_client::{ClientFrame, ServerFrame};
 use serde_json::json;
+
+mod rejoin;
 
 use crate::proc;
 use crate::stats::{Samples, round};
@@ -53,12 +56,19 @@ pub struct Options {
     /// Idle mode: open this many connections, joined to rooms, and measure memory.
     #[arg(long)]
     idle: Option<usize>,
+    /// Rejoin mode: a member misses this many messages, then rejoins with `since` on another
+    /// relay; how long until it has them all.
+    #[arg(long)]
+    rejoin: Option<usize>,
 }
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let api = Api::new(options.api.trim_end_matches('/'));
     if let Some(connections) = options.idle {
         return idle(&options, &api, connections).await;
+    }
+    if let Some(missed) = options.rejoin {
+        return rejoin::rejoin(&options, &api, missed).await;
     }
     let clients = options.rooms * options.clients_per_room;
     let tokens = users(&api, clients).await?;

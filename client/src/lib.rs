@@ -9,4 +9,4 @@ pub mod keyring;
 pub mod rest;
 pub mod ws;
 
-pub use ilo_protocol::{ClientFrame, Member, PresenceEvent, ServerFrame};
+pub use ilo_protocol::{ClientFrame, Member, Position, PresenceEvent, ServerFrame, Unrecovered};
