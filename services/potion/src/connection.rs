@@ -7,7 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use std::future::Future;
+use std::pin::Pin;
+
 use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use ilo_protocol::{ClientFrame, MAX_REF_CHARS, ServerFrame, close, is_valid_room};
 
 use crate::bucket::{Bucket, Verdict};
@@ -59,6 +63,7 @@ pub fn start(
         outbox,
         sends,
         churn,
+        in_flight: FuturesOrdered::new(),
         _slot: slot,
     };
     actix_web::rt::spawn(conn.read(incoming, room));
@@ -81,9 +86,17 @@ struct Conn {
     /// Joins and leaves (`POTION_JOIN_BURST` / `POTION_JOIN_RATE`): each one makes presence
     /// traffic for every member of the room, so churn is limited like sends.
     churn: Bucket,
+    /// Sends waiting for the bus, oldest first: a sender does not wait for one message to be
+    /// stored before the next is read, and they reach the bus in order.
+    in_flight: FuturesOrdered<InFlight>,
     /// Its place under the connection caps, given back when the reader ends.
     _slot: Slot,
 }
+
+type InFlight = Pin<Box<dyn Future<Output = (Option<String>, Result<(), Refused>)>>>;
+
+/// Sends of one connection waiting for the bus at once.
+const MAX_IN_FLIGHT: usize = 32;
 
 impl Conn {
     async fn read(mut self, mut incoming: Incoming, room: Option<String>) {
@@ -124,6 +137,9 @@ impl Conn {
                     }
                 }
                 () = &mut expiry => self.close(close::INVALID_SESSION),
+                Some((reference, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.published(reference, result);
+                }
                 _ = outbox.closed() => {}
             }
             if outbox.close_code().is_some() {
@@ -226,12 +242,25 @@ impl Conn {
             reference: reference.clone(),
             id: self.relay.next_message_id(),
         };
-        if let Err(refused) = self
-            .relay
-            .rooms
-            .send(self.id, &self.identity, message)
-            .await
-        {
+        match self.relay.rooms.send(self.id, &self.identity, message) {
+            Ok(publishing) => {
+                self.in_flight
+                    .push_back(Box::pin(async move { (reference, publishing.await) }));
+                // Bounded: past it, the reader waits for the oldest before reading on.
+                if self.in_flight.len() >= MAX_IN_FLIGHT
+                    && let Some((reference, result)) = self.in_flight.next().await
+                {
+                    self.published(reference, result);
+                }
+            }
+            Err(refused) => self.refused(refused, reference),
+        }
+    }
+
+    /// A send the bus answered: nothing to say when it was accepted (the message itself comes
+    /// back), an error with the client's `ref` when it was not.
+    fn published(&self, reference: Option<String>, result: Result<(), Refused>) {
+        if let Err(refused) = result {
             self.refused(refused, reference);
         }
     }

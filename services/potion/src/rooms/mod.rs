@@ -6,6 +6,8 @@
 
 pub(crate) mod envelope;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -198,13 +200,15 @@ impl Rooms {
     }
 
     /// Accepts a message: the bus stores it in the room's history and publishes it; the
-    /// sender's own connection receives it like every member.
-    pub(crate) async fn send(
+    /// sender's own connection receives it like every member. The checks happen now; the
+    /// returned future waits for the bus. Futures polled in the order they were made reach
+    /// the bus in that order, so a connection can have several in flight and keep its order.
+    pub(crate) fn send(
         &self,
         id: ConnId,
         who: &Identity,
         message: Outgoing,
-    ) -> Result<(), Refused> {
+    ) -> Result<Publishing, Refused> {
         if !self.hub.is_member(id, &message.room) {
             return Err(Refused::NotInRoom);
         }
@@ -220,21 +224,26 @@ impl Rooms {
         };
         // Serialized once; every recipient on every relay gets these bytes.
         let head = envelope::message_head(&frame);
-        let ServerFrame::Message { room, .. } = &frame else {
+        let ServerFrame::Message { room, .. } = frame else {
             unreachable!("built as a message above");
         };
-        let started = Instant::now();
-        self.bus
-            .publish(room, head)
-            .await
-            .map_err(|_| Refused::BusDown)?;
-        self.metrics.messages_in.inc();
-        self.metrics
-            .publish_seconds
-            .observe(started.elapsed().as_secs_f64());
-        Ok(())
+        let (bus, metrics) = (self.bus.clone(), self.metrics.clone());
+        Ok(Box::pin(async move {
+            let started = Instant::now();
+            bus.publish(&room, head)
+                .await
+                .map_err(|_| Refused::BusDown)?;
+            metrics.messages_in.inc();
+            metrics
+                .publish_seconds
+                .observe(started.elapsed().as_secs_f64());
+            Ok(())
+        }))
     }
 }
+
+/// A message on its way into the room's history.
+pub(crate) type Publishing = Pin<Box<dyn Future<Output = Result<(), Refused>>>>;
 
 /// A message a client sends.
 pub(crate) struct Outgoing {
