@@ -108,3 +108,46 @@ pub fn frame_line(frame: &ServerFrame) -> Option<String> {
         ServerFrame::Pong | ServerFrame::Message { .. } => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use ilo_client::{ServerFrame, Unrecovered};
+
+    use super::frame_line;
+
+    fn joined(missed: u64, recovered: Option<bool>, reason: Option<Unrecovered>) -> ServerFrame {
+        ServerFrame::Joined {
+            room: "lobby".into(),
+            members: Vec::new(),
+            epoch: Some("e1".into()),
+            offset: Some(57),
+            missed,
+            recovered,
+            reason,
+        }
+    }
+
+    #[test]
+    fn a_rejoin_says_what_follows_and_what_may_be_missing() {
+        assert_eq!(
+            frame_line(&joined(16, Some(true), None)).as_deref(),
+            Some("* joined lobby (0 here); 16 earlier messages follow")
+        );
+        assert_eq!(
+            frame_line(&joined(10, Some(false), Some(Unrecovered::TooOld))).as_deref(),
+            Some(
+                "* joined lobby (0 here); 10 earlier messages follow; some messages may be \
+                 missing (older messages are no longer kept)"
+            )
+        );
+        let gap = ServerFrame::Gap {
+            room: "lobby".into(),
+            epoch: "e2".into(),
+            offset: 0,
+        };
+        assert_eq!(
+            frame_line(&gap).as_deref(),
+            Some("* some messages in lobby may be missing")
+        );
+    }
+}

@@ -545,3 +545,135 @@ fn remove_member(state: &mut State, id: ConnId, user: &str, room: Arc<str>) -> O
         user_departed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::task::{Context, Waker};
+
+    use prometheus_client::metrics::counter::Counter;
+
+    use super::*;
+
+    fn hub(members: u64) -> (Hub, Vec<Arc<Outbox>>) {
+        let hub = Hub::new(Arc::new(Metrics::new()));
+        let outboxes = (1..=members)
+            .map(|id| {
+                let outbox = Arc::new(Outbox::new(64, Counter::default()));
+                let identity = Arc::new(Identity {
+                    user_id: format!("u{id}"),
+                    username: format!("user{id}"),
+                    public_key: String::new(),
+                    session_id: format!("s{id}"),
+                    expires_at: i64::MAX,
+                });
+                hub.register(
+                    id,
+                    ConnHandle {
+                        outbox: outbox.clone(),
+                        identity,
+                    },
+                );
+                outbox
+            })
+            .collect();
+        (hub, outboxes)
+    }
+
+    fn place(offset: u64) -> Place {
+        Place {
+            epoch: "e".into(),
+            offset,
+        }
+    }
+
+    fn message(offset: u64) -> Arrival {
+        Arrival::message(Some(place(offset)), &offset.to_string())
+    }
+
+    /// What the connection was sent, as text (its frames are short and unmasked).
+    fn sent(outbox: &Outbox) -> Vec<String> {
+        let mut batch = VecDeque::new();
+        let _ = outbox.poll_next(&mut Context::from_waker(Waker::noop()), &mut batch);
+        batch
+            .iter()
+            .map(|frame| String::from_utf8_lossy(&frame[2..]).into_owned())
+            .collect()
+    }
+
+    fn join(hub: &Hub, id: ConnId, replay: &[Arrival], at: u64) {
+        hub.join(id, "r", 8).unwrap();
+        assert!(hub.admit(
+            id,
+            "r",
+            Bytes::from_static(b"\x81\x06joined"),
+            replay,
+            Some(place(at))
+        ));
+    }
+
+    #[test]
+    fn messages_come_once_in_offset_order_and_a_hole_is_repaired_before_anything_newer() {
+        let (hub, out) = hub(1);
+        join(&hub, 1, &[], 0);
+        for offset in [1, 2, 2, 1] {
+            assert_eq!(hub.deliver("r", message(offset)), None);
+        }
+        assert_eq!(hub.deliver("r", message(4)), Some(Hole(place(2))));
+        assert_eq!(hub.deliver("r", message(5)), None, "held while repairing");
+        assert_eq!(sent(&out[0]), ["joined", "1", "2"]);
+        let history = History {
+            epoch: "e".into(),
+            offset: 4,
+            messages: vec![message(3), message(4)],
+        };
+        assert_eq!(hub.repaired("r", history), None);
+        hub.deliver("r", message(6));
+        assert_eq!(sent(&out[0]), ["3", "4", "5", "6"]);
+    }
+
+    #[test]
+    fn where_the_history_does_not_reach_back_members_get_a_gap() {
+        let (hub, out) = hub(1);
+        join(&hub, 1, &[], 2);
+        assert_eq!(hub.deliver("r", message(9)), Some(Hole(place(2))));
+        let history = History {
+            epoch: "e".into(),
+            offset: 9,
+            messages: vec![message(7), message(8), message(9)],
+        };
+        assert_eq!(hub.repaired("r", history), None);
+        assert_eq!(
+            sent(&out[0]),
+            [
+                "joined",
+                r#"{"type":"gap","room":"r","epoch":"e","offset":6}"#,
+                "7",
+                "8",
+                "9"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_joiner_gets_joined_then_its_replay_then_what_came_meanwhile_once() {
+        let (hub, out) = hub(3);
+        join(&hub, 1, &[], 3);
+        hub.join(2, "r", 8).unwrap();
+        hub.deliver("r", message(4));
+        hub.deliver("r", message(5));
+        // Its history read saw up to 4: 4 is in the replay and not sent again.
+        let joined = Bytes::from_static(b"\x81\x06joined");
+        hub.admit(2, "r", joined, &[message(3), message(4)], Some(place(4)));
+        assert_eq!(sent(&out[1]), ["joined", "3", "4", "5"]);
+        assert_eq!(sent(&out[0]), ["joined", "4", "5"]);
+
+        // A joiner whose read is ahead of this relay skips what the room then catches up on.
+        join(&hub, 3, &[message(6), message(7)], 7);
+        for offset in 6..=8 {
+            hub.deliver("r", message(offset));
+        }
+        assert_eq!(sent(&out[2]), ["joined", "6", "7", "8"]);
+        assert_eq!(sent(&out[0]), ["6", "7", "8"]);
+    }
+}
