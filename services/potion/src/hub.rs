@@ -602,7 +602,7 @@ mod tests {
     }
 
     fn join(hub: &Hub, id: ConnId, replay: &[Arrival], at: u64) {
-        hub.join(id, "r", 8).unwrap();
+        hub.join(id, "r", 8).expect("joins");
         assert!(hub.admit(
             id,
             "r",
@@ -659,7 +659,7 @@ mod tests {
     fn a_joiner_gets_joined_then_its_replay_then_what_came_meanwhile_once() {
         let (hub, out) = hub(3);
         join(&hub, 1, &[], 3);
-        hub.join(2, "r", 8).unwrap();
+        hub.join(2, "r", 8).expect("joins");
         hub.deliver("r", message(4));
         hub.deliver("r", message(5));
         // Its history read saw up to 4: 4 is in the replay and not sent again.
