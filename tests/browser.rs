@@ -452,9 +452,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_and_ilo_chat_read_each_other_and_no_plaintext_leaves_them() {
-    let redis = tokio::task::spawn_blocking(PrivateRedis::start)
-        .await
-        .unwrap();
+    let redis = PrivateRedis::start_async().await;
     let monitor_file = tempfile::NamedTempFile::new().unwrap();
     let monitor = Process::spawn(
         Command::new("redis-cli")

@@ -165,9 +165,7 @@ async fn log_in(api: &TestApp, name: &str) -> String {
 /// ilo-api and two relays sharing a private Redis (kept running while the result is held).
 async fn two_relays() -> (TestApp, PrivateRedis, [TestRelay; 2]) {
     let api = TestApp::spawn(Backend::Sqlite).await;
-    let redis = tokio::task::spawn_blocking(PrivateRedis::start)
-        .await
-        .unwrap();
+    let redis = PrivateRedis::start_async().await;
     let relays = [
         TestRelay::spawn(&api, Some(&redis.url()), |_| {}).await,
         TestRelay::spawn(&api, Some(&redis.url()), |_| {}).await,

@@ -18,18 +18,12 @@ use support::ws::Ws;
 use support::{Backend, TestApp};
 
 async fn redis() -> PrivateRedis {
-    tokio::task::spawn_blocking(PrivateRedis::start)
-        .await
-        .unwrap()
+    PrivateRedis::start_async().await
 }
 
 /// `n` relays on `redis`, keeping 1,000 messages per room.
 async fn relays(api: &TestApp, redis: &PrivateRedis, n: usize) -> Vec<TestRelay> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(TestRelay::spawn(api, Some(&redis.url()), |c| c.history_size = 1_000).await);
-    }
-    out
+    TestRelay::several(api, &redis.url(), n, |c| c.history_size = 1_000).await
 }
 
 fn offset(frame: &Value) -> u64 {

@@ -13,17 +13,11 @@ use support::relay::{TestRelay, user};
 use support::{Backend, TestApp};
 
 async fn redis() -> PrivateRedis {
-    tokio::task::spawn_blocking(PrivateRedis::start)
-        .await
-        .unwrap()
+    PrivateRedis::start_async().await
 }
 
 async fn relays(api: &TestApp, redis: &PrivateRedis, n: usize) -> Vec<TestRelay> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(TestRelay::spawn(api, Some(&redis.url()), |_| {}).await);
-    }
-    out
+    TestRelay::several(api, &redis.url(), n, |_| {}).await
 }
 
 fn names(joined: &Value) -> Vec<String> {

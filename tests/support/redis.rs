@@ -17,6 +17,11 @@ impl PrivateRedis {
         }
     }
 
+    /// Starts one off the async runtime's threads (it waits for the port).
+    pub async fn start_async() -> Self {
+        tokio::task::spawn_blocking(Self::start).await.unwrap()
+    }
+
     /// Kills the server (as a crash would: nothing is kept) and starts a new one on its port.
     pub fn restart_after(&mut self, outage: Duration) {
         self.kill();

@@ -59,6 +59,20 @@ impl TestRelay {
         ws
     }
 
+    /// `n` relays sharing the Redis at `redis`, each configured by `adjust`.
+    pub async fn several(
+        api: &TestApp,
+        redis: &str,
+        n: usize,
+        adjust: impl Fn(&mut Config),
+    ) -> Vec<Self> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(Self::spawn(api, Some(redis), &adjust).await);
+        }
+        out
+    }
+
     /// Waits until `/ready` says the bus and ilo-api are reachable.
     pub async fn wait_ready(&self) {
         super::wait_until_ok(&self.http_url("/ready"), std::time::Duration::from_secs(10)).await;
