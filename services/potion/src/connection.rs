@@ -3,13 +3,12 @@
 //! ([`crate::socket`]); the reader, the hub or the relay ends the connection by setting the
 //! outbox's close code.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use std::future::Future;
-use std::pin::Pin;
-
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use ilo_protocol::{ClientFrame, MAX_REF_CHARS, ServerFrame, close, is_valid_room};

@@ -49,6 +49,13 @@ impl Readiness {
 
 impl RelayService {
     pub fn build(config: Config) -> anyhow::Result<Self> {
+        // A replay goes into the joiner's outbox at once: it must fit there.
+        anyhow::ensure!(
+            config.history_size < config.queue,
+            "POTION_HISTORY_SIZE ({}) must be below POTION_QUEUE ({}): a replay is queued at once",
+            config.history_size,
+            config.queue
+        );
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(metrics.clone()));
         let relay_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
