@@ -430,7 +430,11 @@ async fn revoked_and_expired_sessions_close_with_4001() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_never_reads_is_cut_with_4009_and_the_room_keeps_flowing() {
     let api = TestApp::spawn(Backend::Sqlite).await;
-    let relay = TestRelay::spawn(&api, None, |c| c.queue = 64).await;
+    let relay = TestRelay::spawn(&api, None, |c| {
+        c.queue = 64;
+        c.history_size = 16; // a replay must fit in the queue
+    })
+    .await;
     let (mut sender, mut steady, mut stuck) = (
         relay.connect(&user(&api, "mike").await).await,
         relay.connect(&user(&api, "nina").await).await,
