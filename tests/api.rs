@@ -29,6 +29,7 @@ on_both_backends!(
     deleting_a_user_needs_its_password_and_removes_everything,
     replacing_the_public_key_needs_the_password_and_ends_every_session,
     a_user_named_public_key_can_still_be_looked_up,
+    changing_the_password_needs_the_old_one_and_ends_the_other_sessions,
     probes_docs_and_metrics_answer,
     unknown_routes_and_methods_get_the_error_shape,
 );
@@ -559,10 +560,67 @@ async fn replacing_the_public_key_needs_the_password_and_ends_every_session(back
 
 async fn a_user_named_public_key_can_still_be_looked_up(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    app.create_user("public_key").await;
-    let reply = app.public_key_reply("public_key").await;
-    assert_eq!(reply.status(), 200);
-    assert_eq!(support::detail(reply).await, public_key());
+    for name in ["public_key", "password"] {
+        app.create_user(name).await;
+        let reply = app.public_key_reply(name).await;
+        assert_eq!(reply.status(), 200, "{name}");
+        assert_eq!(support::detail(reply).await, public_key());
+    }
+}
+
+async fn changing_the_password_needs_the_old_one_and_ends_the_other_sessions(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.create_user("iris").await;
+    let token = app.login("iris", &key).await;
+    let other_device = app.login("iris", &key).await;
+    let change = |body: Value| {
+        app.client
+            .put(app.url("/user/password"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let (status, _, code) = error_of(
+        change(json!({"password": "Wrong-password1", "new_password": "Better-pass-2"}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (401, "invalid_credentials"));
+    let (status, detail, _) = error_of(
+        change(json!({"password": PASSWORD, "new_password": "weak"}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(
+        detail.contains("new_password") || detail.contains("password"),
+        "{detail}"
+    );
+
+    let reply = change(json!({"password": PASSWORD, "new_password": "Better-pass-2"}))
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 204);
+    assert_eq!(
+        app.logout(&other_device).await,
+        401,
+        "the other session ended"
+    );
+    let old = json!({"username": "iris", "password": PASSWORD, "api_key": key});
+    assert_eq!(
+        app.put_user(&old).await.status(),
+        401,
+        "the old password is refused"
+    );
+    let new = json!({"username": "iris", "password": "Better-pass-2", "api_key": key});
+    assert_eq!(app.put_user(&new).await.status(), 200);
+    assert_eq!(
+        app.logout(&token).await,
+        204,
+        "the session that asked goes on"
+    );
 }
 
 async fn probes_docs_and_metrics_answer(backend: Backend) {
@@ -578,6 +636,7 @@ async fn probes_docs_and_metrics_answer(backend: Backend) {
         "/key/{key}",
         "/user",
         "/user/{username}",
+        "/user/password",
         "/session",
         "/health",
         "/ready",

@@ -47,7 +47,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         resource("/user/public_key")
             .route(web::put().to(users::replace_public_key))
-            .route(web::get().to(users::public_key_of_public_key)),
+            .route(web::get().to(users::public_key_of_reserved_name)),
+    )
+    .service(
+        resource("/user/password")
+            .route(web::put().to(users::change_password))
+            .route(web::get().to(users::public_key_of_reserved_name)),
     )
     .service(resource("/user/{username}").route(web::get().to(users::public_key)))
     .service(

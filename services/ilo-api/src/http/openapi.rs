@@ -23,7 +23,8 @@ use crate::domain::Violation;
         Every reply that is not 2xx has the body `{detail, code}`."),
     paths(
         keys::create, keys::revoke,
-        users::create, users::login, users::public_key, users::replace_public_key, users::delete,
+        users::create, users::login, users::public_key, users::replace_public_key,
+        users::change_password, users::delete,
         sessions::get, sessions::delete,
         probes::health, probes::ready, probes::metrics,
     ),

@@ -1,5 +1,5 @@
 //! `POST /user` (register), `PUT /user` (log in), `GET /user/{username}` (public key directory),
-//! `PUT /user/public_key` (a new device's key) and `DELETE /user`.
+//! `PUT /user/public_key` (a new device's key), `PUT /user/password` and `DELETE /user`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
@@ -62,6 +62,15 @@ pub struct ReplacePublicKey {
     password: Option<String>,
     /// The new key, under the same rules as at creation: base64 of 32 to 2048 bytes.
     public_key: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ChangePassword {
+    /// The current password.
+    password: Option<String>,
+    /// The new one, under the same rules as at creation.
+    #[schema(example = "AnEvenBetterPassword58?")]
+    new_password: Option<String>,
 }
 
 /// Create a user who registers a public key.
@@ -307,13 +316,15 @@ pub async fn public_key(
     look_up(&state, &req, &username).await
 }
 
-/// `GET /user/public_key`: the key of a user named `public_key`, whose path is also the route
-/// of [`replace_public_key`].
-pub async fn public_key_of_public_key(
+/// `GET /user/public_key` and `GET /user/password`: the key of a user named `public_key` or
+/// `password`, whose paths are also the routes of [`replace_public_key`] and
+/// [`change_password`].
+pub async fn public_key_of_reserved_name(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    look_up(&state, &req, "public_key").await
+    let name = req.path().rsplit('/').next().unwrap_or_default().to_owned();
+    look_up(&state, &req, &name).await
 }
 
 async fn look_up(
@@ -410,5 +421,47 @@ pub async fn replace_public_key(
         .await?;
     state.tokens.revoke(revoked);
     tracing::info!("public key replaced; the user's sessions ended");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Change the logged-in user's password. The session that asks stays; every other session of
+/// the user ends (their connections close with `4001`): changing a password is how a user
+/// shuts out whoever learned the old one.
+#[utoipa::path(put, path = "/user/password", tag = "users", request_body = ChangePassword,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Changed; the user's other sessions have ended"),
+        (status = 400, description = "Malformed JSON, wrong content type or wrong JSON type", body = ErrorBody),
+        (status = 401, description = "`invalid_token`, or `invalid_credentials` for a wrong current password", body = ErrorBody),
+        (status = 422, description = "A field is missing, or the new password breaks the rules", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords, or too many hashes in flight from this address", body = ErrorBody),
+        (status = 503, description = "Database unavailable or hashing pool saturated", body = ErrorBody),
+    ))]
+pub async fn change_password(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<ChangePassword>,
+) -> Result<HttpResponse, ApiError> {
+    let session = authenticate(&state, &req).await?;
+    let body = body.into_inner();
+    let mut broken = Vec::new();
+    let password = required("password", body.password, &mut broken);
+    let new_password = required("new_password", body.new_password, &mut broken);
+    let new_password = new_password.and_then(|p| keep(Password::parse(p), &mut broken));
+    let (Some(password), Some(new_password)) = (password, new_password) else {
+        return Err(ApiError::Invalid(broken));
+    };
+    let user = confirm_password(&state, &req, &session.username, password).await?;
+    let hash = state
+        .passwords
+        .hash(new_password.into_inner(), &client_address(&req))
+        .await?;
+    let keep = session.session_id.clone();
+    let revoked = state
+        .store
+        .run(move |conn| store::change_password(conn, &user.id, &hash, &keep))
+        .await?;
+    state.tokens.revoke(revoked);
+    tracing::info!("password changed; the user's other sessions ended");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -250,6 +250,27 @@ pub fn replace_public_key(
     })
 }
 
+/// Replaces a user's password hash and deletes every session of the user but `keep` (the one
+/// that asked); returns the deleted sessions' ids.
+pub fn change_password(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    password_hash: &str,
+    keep: &str,
+) -> Result<Vec<String>, StoreError> {
+    write_transaction(conn, |conn| {
+        diesel::update(users::table.filter(users::id.eq(user_id)))
+            .set(users::password_hash.eq(password_hash))
+            .execute(conn)?;
+        let others = sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::id.ne(keep));
+        let ids = others.select(sessions::id).load(conn)?;
+        diesel::delete(others).execute(conn)?;
+        Ok(ids)
+    })
+}
+
 /// Deletes every session of a user (inside the caller's transaction); their ids, which the
 /// caller must revoke.
 fn delete_sessions_of(conn: &mut AnyConnection, user_id: &str) -> QueryResult<Vec<String>> {
