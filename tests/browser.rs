@@ -760,7 +760,7 @@ async fn the_page_fits_the_screen_follows_the_talk_and_survives_a_reload() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn password_rules_show_when_creating_and_an_account_can_be_deleted() {
+async fn password_rules_show_when_creating_and_a_password_can_be_changed_and_an_account_deleted() {
     let ilo = TestStandalone::spawn().await;
     let driver = Chromedriver::start().await;
     let hana = driver.browser("hana").await;
@@ -779,13 +779,38 @@ async fn password_rules_show_when_creating_and_an_account_can_be_deleted() {
         );
         register(&hana, &base, "hana", "Hana-pass-12").await;
 
+        // A new password: checked against the rules first, then changed on the server.
         hana.click("#account").await;
         hana.fill("#account-password", "Hana-pass-12").await;
+        hana.fill("#account-new-password", "weak").await;
+        hana.click("#account-change-password").await;
+        hana.wait_for_text("#account-error", "needs 8 or more characters")
+            .await;
+        hana.fill("#account-new-password", "Better-pass-34").await;
+        assert_eq!(
+            hana.text("#account-error").await,
+            "",
+            "the error goes once the field changes"
+        );
+        hana.click("#account-change-password").await;
+        hana.wait_for_text("#account-done", "Password changed")
+            .await;
+        keep_screenshot(&hana, "account-dialog").await;
+        let api = ilo_client::rest::Api::new(ilo.url(""));
+        let key = api.new_api_key().await.unwrap();
+        assert!(
+            api.login("hana", "Hana-pass-12", &key).await.is_err(),
+            "the old password is refused"
+        );
+        api.login("hana", "Better-pass-34", &key)
+            .await
+            .expect("the new password logs in");
+
+        hana.fill("#account-password", "Better-pass-34").await;
         hana.click("#account-delete").await;
         hana.client.accept_alert().await.unwrap();
         hana.wait_for_text("#status", "was deleted").await;
         hana.wait_for("#username").await;
-        let api = ilo_client::rest::Api::new(ilo.url(""));
         assert!(api.public_key("hana").await.is_err(), "the account is gone");
     })
     .await;

@@ -943,7 +943,9 @@ function onLeave() {
 
 function openAccount() {
   $("account-password").value = "";
+  $("account-new-password").value = "";
   $("account-error").textContent = "";
+  $("account-done").textContent = "";
   $("account-dialog").showModal();
   $("account-password").focus();
 }
@@ -960,6 +962,29 @@ async function deleteAccount() {
     $("account-dialog").close();
     leaveChat("");
     status(`The account ${session.user} was deleted.`);
+  } catch (e) {
+    $("account-error").textContent = e.message;
+  }
+}
+
+/** A new password (`PUT /user/password`); this session stays, the others end. */
+async function changePassword() {
+  const session = store.session;
+  const password = $("account-password").value;
+  const newPassword = $("account-new-password").value;
+  $("account-done").textContent = "";
+  if (!password) return void ($("account-error").textContent = "Type your current password to confirm.");
+  const missing = Object.entries(RULES).filter(([, met]) => !met(newPassword));
+  if (missing.length) {
+    $("account-error").textContent = "The new password needs 8 or more characters with a lowercase and an uppercase letter, a digit and a symbol.";
+    return $("account-new-password").focus();
+  }
+  try {
+    await api("PUT", "/user/password", { password, new_password: newPassword }, session.token);
+    $("account-password").value = "";
+    $("account-new-password").value = "";
+    $("account-error").textContent = "";
+    $("account-done").textContent = "Password changed. Your other devices were logged out.";
   } catch (e) {
     $("account-error").textContent = e.message;
   }
@@ -1019,6 +1044,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("account").addEventListener("click", openAccount);
   $("account-delete").addEventListener("click", deleteAccount);
   $("account-new-key").addEventListener("click", replaceKey);
+  $("account-change-password").addEventListener("click", changePassword);
+  for (const field of ["account-password", "account-new-password"]) $(field).addEventListener("input", () => { $("account-error").textContent = ""; });
   $("account-close").addEventListener("click", () => $("account-dialog").close());
   $("verify-mark").addEventListener("click", () => onVerifyDecision(false));
   $("verify-accept").addEventListener("click", () => onVerifyDecision(true));
