@@ -77,8 +77,8 @@ pub struct Config {
     #[arg(long, env = "POTION_QUEUE", default_value_t = 1024)]
     pub queue: usize,
 
-    /// Longest, in milliseconds, that frames for a busy connection (more than one frame per half
-    /// of this on average) wait to share one write; quieter connections are written at once.
+    /// Longest, in milliseconds, that frames for a busy connection (at least 4 frames per this
+    /// on average) wait to share one write; quieter connections are written at once.
     /// 0: every frame is written as soon as it is queued.
     #[arg(long, env = "POTION_COALESCE_MS", default_value_t = 16)]
     pub coalesce_ms: u64,
