@@ -817,3 +817,36 @@ async fn password_rules_show_when_creating_and_a_password_can_be_changed_and_an_
     hana.close().await;
     ilo.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_create_account_keeps_the_keys_of_the_account_of_that_name() {
+    let ilo = TestStandalone::spawn().await;
+    let driver = Chromedriver::start().await;
+    let jo = driver.browser("joan").await;
+    let base = ilo.url("/");
+    with_screenshots("taken", &[&jo], async {
+        register(&jo, &base, "joan", "Jo-pass-1234").await;
+        jo.click("#logout").await;
+        jo.wait_for("#username").await;
+        // The same name again, from the same browser: refused, and joan's keys stay as they are.
+        jo.fill("#username", "joan").await;
+        jo.fill("#password", "Other-pass-99").await;
+        jo.click("#register").await;
+        jo.wait_for_text("#username-error", "taken").await;
+        jo.fill("#password", "Jo-pass-1234").await;
+        jo.click("#login").await;
+        jo.wait_for_text("#status", "Connected").await;
+        let setup = jo
+            .client
+            .find(fantoccini::Locator::Css("#key-setup"))
+            .await
+            .unwrap();
+        assert!(
+            !setup.is_displayed().await.unwrap(),
+            "no new key asked for: the stored one still matches"
+        );
+    })
+    .await;
+    jo.close().await;
+    ilo.stop().await;
+}

@@ -117,6 +117,8 @@ function clearAuthErrors() {
 function showAuthError(e) {
   const byField = { username: [], password: [] };
   for (const { field, message } of e.errors) (byField[field] || (byField.other ||= [])).push(message);
+  // A taken name belongs beside the name.
+  if (e.code === "username_taken") byField.username.push(e.message);
   for (const field of ["username", "password"]) {
     if (byField[field].length) {
       $(`${field}-error`).textContent = byField[field].join(". ");
