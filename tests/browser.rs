@@ -850,3 +850,54 @@ async fn a_refused_create_account_keeps_the_keys_of_the_account_of_that_name() {
     jo.close().await;
     ilo.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_says_where_messages_may_be_missing() {
+    let redis = PrivateRedis::start_async().await;
+    let ilo = TestStandalone::spawn_on_postgres_and_redis(&redis.url()).await;
+    let driver = Chromedriver::start().await;
+    let alice = driver.browser("alice").await;
+    with_screenshots("missing", &[&alice], async {
+        register(&alice, &ilo.url("/"), "alice", "Alice-pass-1").await;
+        join(&alice, "fragile").await;
+        let mut bob = Member::join(&ilo.url(""), &ilo.ws_url("/ws"), "bob", "fragile").await;
+        alice.wait_for_text("#member-list", "bob").await;
+        bob.say("fragile", "before the outage").await;
+        alice
+            .wait_for_text(&log("fragile"), "before the outage")
+            .await;
+
+        // Redis restarts empty: the room's history is gone, and the open page says so in the
+        // room's log, then goes on with the messages that follow.
+        let _redis = tokio::task::spawn_blocking(move || {
+            let mut redis = redis;
+            redis.restart_after(Duration::from_millis(300));
+            redis
+        })
+        .await
+        .unwrap();
+        alice
+            .wait_for_text(&log("fragile"), "Some messages may be missing here")
+            .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !alice
+            .text(&log("fragile"))
+            .await
+            .contains("after the outage")
+        {
+            assert!(std::time::Instant::now() < deadline, "messages flow again");
+            bob.say("fragile", "after the outage").await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let shown = alice.text(&log("fragile")).await;
+        assert_eq!(
+            shown.matches("bob joined").count(),
+            1,
+            "bob, still here, is not announced again: {shown}"
+        );
+        keep_screenshot(&alice, "messages-may-be-missing").await;
+    })
+    .await;
+    alice.close().await;
+    ilo.stop().await;
+}

@@ -484,11 +484,17 @@ function onJoined(frame) {
   $("message").focus();
 }
 
+function sameBundle(a, b) {
+  return a === b || Boolean(a && b && a.bytes.length === b.bytes.length && a.bytes.every((byte, i) => byte === b.bytes[i]));
+}
+
 function onPresence(frame) {
   const room = chat.rooms.get(frame.room);
   if (!room) return;
   if (frame.event === "join") {
     const bundle = e2e.parseBundle(frame.public_key);
+    // Already listed with this key (relays announce their members again after Redis restarts).
+    if (room.members.has(frame.user) && sameBundle(room.members.get(frame.user), bundle)) return;
     room.members.set(frame.user, bundle);
     noteKey(frame.user, bundle);
   } else {
