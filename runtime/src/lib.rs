@@ -5,6 +5,31 @@
 pub mod counts;
 pub mod proxies;
 
+/// A binary's settings at their defaults, whatever the environment holds: for tests, which a
+/// developer's own `ILO_*` or `POTION_*` variables must not change.
+pub fn defaults<T: clap::Parser>() -> T {
+    let command = T::command().mut_args(|arg| arg.env(None::<&'static str>));
+    let name = command.get_name().to_owned();
+    let matches = command.get_matches_from([name]);
+    T::from_arg_matches(&matches).expect("the defaults parse")
+}
+
+/// Unix time in seconds, by this machine's clock (0 before 1970).
+pub fn unix_seconds() -> i64 {
+    since_epoch().as_secs() as i64
+}
+
+/// Unix time in milliseconds, by this machine's clock.
+pub fn unix_ms() -> u64 {
+    since_epoch().as_millis() as u64
+}
+
+fn since_epoch() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
@@ -97,6 +122,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Settings {
+        #[arg(long, env = "PATH", default_value = "the default")]
+        path: String,
+    }
+
+    #[test]
+    fn defaults_ignore_the_environment() {
+        // PATH is set in every test run; the parsed setting is still its default.
+        assert!(std::env::var_os("PATH").is_some());
+        assert_eq!(defaults::<Settings>().path, "the default");
+    }
 
     #[test]
     fn durations_parse_with_units() {

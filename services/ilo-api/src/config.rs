@@ -83,9 +83,10 @@ pub struct Config {
 }
 
 impl Config {
-    /// Settings for tests and embedding: defaults, ephemeral ports, the given database.
+    /// Settings for tests, whatever the environment holds: defaults, ephemeral ports, the given
+    /// database.
     pub fn for_tests(database_url: &str) -> Self {
-        let mut config = Self::parse_from(["ilo-api"]);
+        let mut config: Self = ilo_runtime::defaults();
         config.http_addr = ([127, 0, 0, 1], 0).into();
         config.grpc_addr = ([127, 0, 0, 1], 0).into();
         config.database_url = Secret(database_url.to_owned());

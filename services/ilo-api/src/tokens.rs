@@ -197,8 +197,4 @@ pub async fn publish_to_redis(url: String, mut revocations: broadcast::Receiver<
     }
 }
 
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+pub use ilo_runtime::unix_seconds as unix_now;

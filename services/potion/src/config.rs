@@ -111,9 +111,10 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for tests and embedding: an ephemeral port, limits as documented.
+    /// Defaults for tests, whatever the environment holds: an ephemeral port, limits as
+    /// documented.
     pub fn for_tests(ilo_grpc_url: &str) -> Self {
-        let mut config = Self::parse_from(["potion"]);
+        let mut config: Self = ilo_runtime::defaults();
         config.addr = ([127, 0, 0, 1], 0).into();
         config.ilo_grpc_url = ilo_grpc_url.to_owned();
         config.workers = Some(1);

@@ -217,7 +217,7 @@ impl Rooms {
             from: who.username.clone(),
             body: message.body,
             id: message.id,
-            ts: unix_ms(),
+            ts: ilo_runtime::unix_ms(),
             reference: message.reference,
             epoch: None,
             offset: None,
@@ -290,10 +290,4 @@ pub(crate) async fn repair(hub: Arc<Hub>, bus: Arc<dyn Bus>, room: Arc<str>, mut
             Err(_) => return,
         }
     }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
