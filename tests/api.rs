@@ -645,6 +645,18 @@ async fn probes_docs_and_metrics_answer(backend: Backend) {
         assert!(spec["paths"][path].is_object(), "{path} is documented");
     }
     assert!(spec["components"]["schemas"]["ErrorBody"].is_object());
+    // Code generators need each operation's id to be unique.
+    let mut ids: Vec<&str> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|methods| methods.as_object().unwrap().values())
+        .map(|operation| operation["operationId"].as_str().unwrap())
+        .collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "operation ids are unique: {ids:?}");
 
     let docs = get("/docs").await.unwrap();
     assert_eq!(docs.status(), 200, "redirected to /docs/");

@@ -10,7 +10,7 @@ use crate::store;
 use crate::tokens::unix_now;
 
 /// Obtain an API key (rate limited per client address).
-#[utoipa::path(post, path = "/key", tag = "keys",
+#[utoipa::path(post, path = "/key", tag = "keys", operation_id = "create_key",
     responses(
         (status = 201, description = "The new key is in `detail`", body = Detail,
             example = json!({"detail": "824a47ae-d0b9-4350-bffb-cc2ee48424a3"})),
@@ -36,7 +36,7 @@ pub async fn create(
 }
 
 /// Revoke an API key. Users created with it remain; sessions opened with it end.
-#[utoipa::path(delete, path = "/key/{key}", tag = "keys",
+#[utoipa::path(delete, path = "/key/{key}", tag = "keys", operation_id = "revoke_key",
     params(("key" = String, Path, description = "The API key to revoke")),
     responses(
         (status = 200, description = "`Successfully deleted <key>`", body = Detail),

@@ -45,7 +45,7 @@ pub struct SessionReply {
 
 /// The session behind a bearer token: how a client learns whether its token still works, for
 /// example before reconnecting a WebSocket (a browser cannot read the relay's `401`).
-#[utoipa::path(get, path = "/session", tag = "sessions",
+#[utoipa::path(get, path = "/session", tag = "sessions", operation_id = "get_session",
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The token is valid", body = SessionReply),
@@ -61,7 +61,7 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
 }
 
 /// Log out: revoke the bearer token. Relays close its connections with `4001`.
-#[utoipa::path(delete, path = "/session", tag = "sessions",
+#[utoipa::path(delete, path = "/session", tag = "sessions", operation_id = "log_out",
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Revoked"),

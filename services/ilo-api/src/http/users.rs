@@ -74,7 +74,7 @@ pub struct ChangePassword {
 }
 
 /// Create a user who registers a public key.
-#[utoipa::path(post, path = "/user", tag = "users", request_body = CreateUser,
+#[utoipa::path(post, path = "/user", tag = "users", operation_id = "create_user", request_body = CreateUser,
     responses(
         (status = 201, description = "`Successfully created <username>`", body = Detail),
         (status = 400, description = "Malformed JSON, wrong content type or wrong JSON type", body = ErrorBody),
@@ -358,7 +358,7 @@ async fn look_up(
 }
 
 /// Delete the logged-in user and all its sessions (their connections close with `4001`).
-#[utoipa::path(delete, path = "/user", tag = "users", request_body = DeleteUser,
+#[utoipa::path(delete, path = "/user", tag = "users", operation_id = "delete_user", request_body = DeleteUser,
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
