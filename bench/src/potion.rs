@@ -269,14 +269,23 @@ async fn joined(url: &str, token: &str, room: &str) -> anyhow::Result<(Sender, R
         .with_context(|| format!("connecting to {url}"))?;
     let (mut sender, mut receiver) = connection.split();
     sender.send(&ClientFrame::join(room)).await?;
+    while !matches!(
+        next_frame(&mut receiver).await.context("while joining")?,
+        ServerFrame::Joined { .. }
+    ) {}
+    Ok((sender, receiver))
+}
+
+/// The next frame this client understands; an error once the relay closes.
+async fn next_frame(incoming: &mut Receiver) -> anyhow::Result<ServerFrame> {
     loop {
-        match receiver.recv().await? {
+        match incoming.recv().await? {
             Incoming::Text(text) => {
-                if let Ok(ServerFrame::Joined { .. }) = serde_json::from_str(&text) {
-                    return Ok((sender, receiver));
+                if let Ok(frame) = serde_json::from_str(&text) {
+                    return Ok(frame);
                 }
             }
-            Incoming::Closed(code) => anyhow::bail!("closed with {code} while joining"),
+            Incoming::Closed(code) => anyhow::bail!("closed with {code}"),
         }
     }
 }

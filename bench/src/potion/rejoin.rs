@@ -5,11 +5,11 @@
 use std::time::Instant;
 
 use ilo_client::rest::Api;
-use ilo_client::ws::{self, Incoming, Options as WsOptions, Presented, Receiver};
+use ilo_client::ws::{self, Options as WsOptions, Presented, Receiver};
 use ilo_client::{ClientFrame, Position, ServerFrame};
 use serde_json::json;
 
-use super::{Options, joined, users};
+use super::{Options, joined, next_frame, users};
 use crate::stats::{Samples, round};
 
 const ROUNDS: usize = 20;
@@ -89,19 +89,6 @@ pub(super) async fn rejoin(options: &Options, api: &Api, missed: usize) -> anyho
     });
     println!("{report}");
     Ok(())
-}
-
-async fn next_frame(incoming: &mut Receiver) -> anyhow::Result<ServerFrame> {
-    loop {
-        match incoming.recv().await? {
-            Incoming::Text(text) => {
-                if let Ok(frame) = serde_json::from_str(&text) {
-                    return Ok(frame);
-                }
-            }
-            Incoming::Closed(code) => anyhow::bail!("closed with {code}"),
-        }
-    }
 }
 
 async fn next_message(incoming: &mut Receiver) -> anyhow::Result<ServerFrame> {

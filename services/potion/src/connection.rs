@@ -193,23 +193,20 @@ impl Conn {
             ));
         }
         let rooms = &self.relay.rooms;
-        let entry = match rooms.join(self.id, &self.identity, &room, ask).await {
+        let mut entry = match rooms.join(self.id, &self.identity, &room, ask).await {
             Ok(entry) => entry,
             Err(refused) => return self.refused(refused, None),
         };
         let joined = ServerFrame::Joined {
-            room,
-            members: entry.members.clone(),
+            room: room.clone(),
+            members: std::mem::take(&mut entry.members),
             epoch: entry.at.as_ref().map(|at| at.epoch.to_string()),
             offset: entry.at.as_ref().map(|at| at.offset),
             missed: entry.missed(),
             recovered: entry.recovered.map(|r| r.is_ok()),
             reason: entry.recovered.and_then(Result::err),
         };
-        let ServerFrame::Joined { room, .. } = &joined else {
-            unreachable!("built as joined above");
-        };
-        rooms.admit(self.id, room, entry, socket::text(&joined.to_json()));
+        rooms.admit(self.id, &room, entry, socket::text(&joined.to_json()));
     }
 
     async fn leave(&mut self, room: String) {

@@ -233,15 +233,13 @@ impl Hub {
             return false;
         };
         let outbox = &conn.handle.outbox;
-        if let Entry::Live { .. } = member.entry {
-            // A join of a room it is already in: nothing to replay.
-            outbox.push(joined);
-            return true;
-        }
-        let Entry::Pending(waiting) =
-            std::mem::replace(&mut member.entry, Entry::Live { floor: None })
-        else {
-            return true;
+        let waiting = match &mut member.entry {
+            Entry::Pending(waiting) => std::mem::take(waiting),
+            Entry::Live { .. } => {
+                // A join of a room it is already in: nothing to replay.
+                outbox.push(joined);
+                return true;
+            }
         };
         let seen = |a: &Arrival| matches!((&a.kind, &at), (Kind::Message(Some(p)), Some(at)) if p.within(at));
         let frames = std::iter::once(joined)
@@ -364,18 +362,14 @@ impl Hub {
         let State { conns, rooms } = &mut *state;
         let entry = rooms.get_mut(room)?;
         let held = entry.held.take()?;
+        let first = history.messages.first().and_then(Arrival::place);
         let follows = entry.position.as_ref().is_some_and(|p| {
             *p.epoch == *history.epoch
-                && history
-                    .messages
-                    .first()
-                    .and_then(Arrival::place)
-                    .map_or(history.offset <= p.offset, |first| {
-                        first.offset <= p.offset + 1
-                    })
+                && first.map_or(history.offset <= p.offset, |first| {
+                    first.offset <= p.offset + 1
+                })
         });
         if !follows {
-            let first = history.messages.first().and_then(Arrival::place);
             let place = Place {
                 epoch: history.epoch.clone(),
                 offset: first.map_or(history.offset, |p| p.offset.saturating_sub(1)),
@@ -392,8 +386,7 @@ impl Hub {
             if let Err(hole) = self.sequence(conns, entry, arrival) {
                 let Hole(from) = self.hold(entry, hole);
                 if let Some(held) = &mut entry.held {
-                    held.arrivals.extend(rest);
-                    held.overflowed |= held.arrivals.len() > HELD_MAX;
+                    rest.for_each(|arrival| held.push(arrival));
                 }
                 return Some(from);
             }
@@ -421,15 +414,15 @@ impl Hub {
         room: &mut Room,
         arrival: Arrival,
     ) -> Result<(), (Place, Arrival)> {
-        if let (Kind::Message(Some(place)), Some(position)) = (&arrival.kind, &room.position) {
-            if place.within(position) {
-                return Ok(());
-            }
-            if place.epoch != position.epoch || place.offset > position.offset + 1 {
-                return Err((position.clone(), arrival));
-            }
-        }
         if let Kind::Message(Some(place)) = &arrival.kind {
+            if let Some(position) = &room.position {
+                if place.within(position) {
+                    return Ok(());
+                }
+                if place.epoch != position.epoch || place.offset > position.offset + 1 {
+                    return Err((position.clone(), arrival));
+                }
+            }
             room.position = Some(place.clone());
         }
         self.fan_out(conns, room, &arrival);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, ready};
-use ilo_protocol::{PresenceEvent, ServerFrame};
+use ilo_protocol::PresenceEvent;
 
 use super::{Bus, BusDown, History, Presence, Read};
 use crate::hub::{Hub, Identity};
@@ -73,16 +73,7 @@ impl LocalBus {
     }
 
     fn announce(&self, room: &str, who: &Identity, event: PresenceEvent) {
-        let frame = ServerFrame::Presence {
-            room: room.to_owned(),
-            user: who.username.clone(),
-            public_key: (event == PresenceEvent::Join).then(|| who.public_key.clone()),
-            event,
-        };
-        let text = envelope::presence(&who.user_id, &frame);
-        if let Some(arrival) = envelope::open(text.as_bytes()) {
-            self.hub.deliver(room, arrival);
-        }
+        self.hub.deliver(room, Arrival::presence(room, who, event));
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use ilo_protocol::{Member, PresenceEvent, ServerFrame};
+use ilo_protocol::{Member, PresenceEvent};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{PushInfo, PushKind, Script, Value};
 use tokio::sync::watch;
@@ -91,24 +91,28 @@ struct Links {
     subscriptions: ConnectionManager,
 }
 
-/// A room's keys and channel.
-struct Keys {
-    meta: String,
-    log: String,
-    presence: String,
-    leases: String,
-    channel: String,
-}
+/// A room's keys and channel, each formatted when a command needs it (a publish needs three).
+struct Keys<'a>(&'a str);
 
-impl Keys {
-    fn of(room: &str) -> Self {
-        Self {
-            meta: format!("potion:{{{room}}}:meta"),
-            log: format!("potion:{{{room}}}:log"),
-            presence: format!("potion:{{{room}}}:presence"),
-            leases: format!("potion:{{{room}}}:leases"),
-            channel: channel(room),
-        }
+impl Keys<'_> {
+    fn meta(&self) -> String {
+        format!("potion:{{{}}}:meta", self.0)
+    }
+
+    fn log(&self) -> String {
+        format!("potion:{{{}}}:log", self.0)
+    }
+
+    fn presence(&self) -> String {
+        format!("potion:{{{}}}:presence", self.0)
+    }
+
+    fn leases(&self) -> String {
+        format!("potion:{{{}}}:leases", self.0)
+    }
+
+    fn channel(&self) -> String {
+        channel(self.0)
     }
 }
 
@@ -265,16 +269,15 @@ impl RedisBus {
     }
 
     fn repair_all(&self) {
-        let Some(bus) = self.myself.upgrade() else {
-            return;
-        };
         for (room, from) in self.hub.start_repairs() {
-            tokio::spawn(crate::rooms::repair(
-                self.hub.clone(),
-                bus.clone(),
-                room,
-                from,
-            ));
+            self.repair(room, from);
+        }
+    }
+
+    /// Starts repairing `room` from `from` (the hub holds its frames until it ends).
+    fn repair(&self, room: Arc<str>, from: Place) {
+        if let Some(bus) = self.myself.upgrade() {
+            tokio::spawn(crate::rooms::repair(self.hub.clone(), bus, room, from));
         }
     }
 
@@ -286,16 +289,17 @@ impl RedisBus {
     /// previous one did not come back in time: a subscription that answers PING but receives
     /// nothing (seen after a Redis failover).
     async fn probe(&self, probe: &mut Probe, links: &Links) -> bool {
-        if let Some((n, at)) = probe.pending {
+        let since_sent = probe.sent.map(|at| at.elapsed());
+        if let Some(n) = probe.pending {
             if self.probe_seen.load(Ordering::Relaxed) >= n {
                 probe.pending = None;
-            } else if at.elapsed() >= PROBE_EVERY {
+            } else if since_sent.is_some_and(|d| d >= PROBE_EVERY) {
                 tracing::warn!("the Redis subscription delivers nothing; reconnecting");
                 probe.failed = true;
                 return false;
             }
         }
-        if probe.pending.is_none() && probe.sent.is_none_or(|at| at.elapsed() >= PROBE_EVERY) {
+        if probe.pending.is_none() && since_sent.is_none_or(|d| d >= PROBE_EVERY) {
             probe.next += 1;
             let mut commands = links.commands.clone();
             let sent = redis::cmd("PUBLISH")
@@ -304,7 +308,7 @@ impl RedisBus {
                 .query_async::<i64>(&mut commands)
                 .await;
             if sent.is_ok() {
-                probe.pending = Some((probe.next, Instant::now()));
+                probe.pending = Some(probe.next);
                 probe.sent = Some(Instant::now());
             }
         }
@@ -332,11 +336,17 @@ impl RedisBus {
             pipe.invoke_script(&self.enter_invocation(room, who, false))
                 .ignore();
         }
+        self.run_pipeline(pipe, "renew presence leases").await;
+    }
+
+    /// Runs a pipeline of chores (lease renewals, sweeps): a failure is only logged, the next
+    /// round tries again.
+    async fn run_pipeline(&self, pipe: redis::Pipeline, what: &str) {
         let Ok(mut commands) = self.commands() else {
             return;
         };
         if let Err(e) = pipe.query_async::<Value>(&mut commands).await {
-            tracing::warn!(error = %e, "could not renew presence leases");
+            tracing::warn!(error = %e, "could not {what}");
         }
     }
 
@@ -349,22 +359,17 @@ impl RedisBus {
         }
         let mut pipe = redis::pipe();
         for room in &rooms {
-            let keys = Keys::of(room);
+            let keys = Keys(room);
             pipe.invoke_script(
                 self.scripts
                     .sweep
-                    .key(&keys.presence)
-                    .key(&keys.leases)
-                    .arg(&keys.channel),
+                    .key(keys.presence())
+                    .key(keys.leases())
+                    .arg(keys.channel()),
             )
             .ignore();
         }
-        let Ok(mut commands) = self.commands() else {
-            return;
-        };
-        if let Err(e) = pipe.query_async::<Value>(&mut commands).await {
-            tracing::warn!(error = %e, "could not sweep presence leases");
-        }
+        self.run_pipeline(pipe, "sweep presence leases").await;
     }
 
     fn enter_invocation<'a>(
@@ -373,23 +378,23 @@ impl RedisBus {
         who: &Identity,
         members: bool,
     ) -> redis::ScriptInvocation<'a> {
-        let keys = Keys::of(room);
+        let keys = Keys(room);
         let member = serde_json::to_string(&Member {
             user: who.username.clone(),
             public_key: who.public_key.clone(),
         })
         .unwrap_or_default();
-        let leave = envelope::presence(&who.user_id, &presence(room, who, PresenceEvent::Leave));
-        let join = envelope::presence(&who.user_id, &presence(room, who, PresenceEvent::Join));
+        let leave = envelope::presence(room, who, PresenceEvent::Leave);
+        let join = envelope::presence(room, who, PresenceEvent::Join);
         let mut invocation = self.scripts.enter.prepare_invoke();
         invocation
-            .key(keys.presence)
-            .key(keys.leases)
+            .key(keys.presence())
+            .key(keys.leases())
             .arg(self.field(who))
             .arg(&who.user_id)
             .arg(format!("{member}\n{leave}"))
             .arg(self.lease.as_millis() as u64)
-            .arg(keys.channel)
+            .arg(keys.channel())
             .arg(join)
             .arg(if members { "1" } else { "0" });
         invocation
@@ -411,20 +416,12 @@ impl RedisBus {
     }
 }
 
-fn presence(room: &str, who: &Identity, event: PresenceEvent) -> ServerFrame {
-    ServerFrame::Presence {
-        room: room.to_owned(),
-        user: who.username.clone(),
-        public_key: (event == PresenceEvent::Join).then(|| who.public_key.clone()),
-        event,
-    }
-}
-
 #[derive(Default)]
 struct Probe {
     next: u64,
-    /// The probe in flight and when it was sent.
-    pending: Option<(u64, Instant)>,
+    /// The probe not back yet.
+    pending: Option<u64>,
+    /// When the last probe was sent.
     sent: Option<Instant>,
     failed: bool,
 }
@@ -435,11 +432,11 @@ impl Bus for RedisBus {
             if !self.is_up() {
                 return Err(BusDown);
             }
-            let keys = Keys::of(room);
+            let keys = Keys(room);
             let published = if self.retention.size == 0 {
                 let mut commands = self.commands()?;
                 redis::cmd("PUBLISH")
-                    .arg(&keys.channel)
+                    .arg(keys.channel())
                     .arg(envelope::plain_message(&format!("{head}}}")))
                     .query_async::<i64>(&mut commands)
                     .await
@@ -447,9 +444,9 @@ impl Bus for RedisBus {
             } else {
                 let mut invocation = self.scripts.publish.prepare_invoke();
                 invocation
-                    .key(keys.meta)
-                    .key(keys.log)
-                    .arg(keys.channel)
+                    .key(keys.meta())
+                    .key(keys.log())
+                    .arg(keys.channel())
                     .arg(head)
                     .arg(envelope::new_epoch())
                     .arg(self.retention.size)
@@ -465,14 +462,14 @@ impl Bus for RedisBus {
 
     fn read<'a>(&'a self, room: &'a str, read: Read) -> BoxFuture<'a, Result<History, BusDown>> {
         async move {
-            let keys = Keys::of(room);
+            let keys = Keys(room);
             let (epoch, after) = read
                 .after
                 .map_or((String::new(), 0), |p| (p.epoch.to_string(), p.offset));
             let mut invocation = self.scripts.read.prepare_invoke();
             invocation
-                .key(keys.meta)
-                .key(keys.log)
+                .key(keys.meta())
+                .key(keys.log())
                 .arg(envelope::new_epoch())
                 .arg(self.retention.ttl.as_millis() as u64)
                 .arg(epoch)
@@ -530,14 +527,14 @@ impl Bus for RedisBus {
 
     fn exit<'a>(&'a self, room: &'a str, who: &'a Identity) -> BoxFuture<'a, ()> {
         async move {
-            let keys = Keys::of(room);
+            let keys = Keys(room);
             let mut invocation = self.scripts.exit.prepare_invoke();
             invocation
-                .key(keys.presence)
-                .key(keys.leases)
+                .key(keys.presence())
+                .key(keys.leases())
                 .arg(self.field(who))
                 .arg(&who.user_id)
-                .arg(keys.channel);
+                .arg(keys.channel());
             // Unreachable Redis: the lease runs out and a sweep announces the leave.
             let _ = self.run::<i64>(&invocation).await;
         }
@@ -605,12 +602,7 @@ impl redis::aio::AsyncPushSender for Deliver {
                     && let Some(hole) = self.hub.deliver(room, arrival)
                     && let Some(bus) = self.bus.upgrade()
                 {
-                    tokio::spawn(crate::rooms::repair(
-                        self.hub.clone(),
-                        bus,
-                        room.into(),
-                        hole.0,
-                    ));
+                    bus.repair(room.into(), hole.0);
                 } else if channel.as_slice() == self.probe_channel.as_bytes()
                     && let Some(n) = std::str::from_utf8(payload)
                         .ok()

@@ -9,8 +9,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ilo_protocol::ServerFrame;
+use ilo_protocol::{PresenceEvent, ServerFrame};
 
+use crate::hub::Identity;
 use crate::socket;
 
 /// A message's place in its room's history.
@@ -49,6 +50,14 @@ impl Arrival {
         Self {
             kind: Kind::Message(place),
             frame: socket::text(json),
+        }
+    }
+
+    /// Presence, for the in-process bus (the Redis bus sends [`presence`]'s envelope).
+    pub(crate) fn presence(room: &str, who: &Identity, event: PresenceEvent) -> Self {
+        Self {
+            kind: Kind::Presence(who.user_id.as_str().into()),
+            frame: socket::text(&presence_frame(room, who, event).to_json()),
         }
     }
 
@@ -105,8 +114,22 @@ fn message(place: &Place, frame: &str) -> String {
     format!("m {} {}\n{frame}", place.offset, place.epoch)
 }
 
-pub(crate) fn presence(skip_user_id: &str, frame: &ServerFrame) -> String {
-    format!("p {skip_user_id}\n{}", frame.to_json())
+/// `who` arrived in or left `room`: for every connection but the user's own.
+pub(crate) fn presence(room: &str, who: &Identity, event: PresenceEvent) -> String {
+    format!(
+        "p {}\n{}",
+        who.user_id,
+        presence_frame(room, who, event).to_json()
+    )
+}
+
+fn presence_frame(room: &str, who: &Identity, event: PresenceEvent) -> ServerFrame {
+    ServerFrame::Presence {
+        room: room.to_owned(),
+        user: who.username.clone(),
+        public_key: (event == PresenceEvent::Join).then(|| who.public_key.clone()),
+        event,
+    }
 }
 
 /// A `message` frame serialized without its place and without its closing brace: the history
@@ -170,8 +193,20 @@ mod tests {
         let arrival = open(message(&place, &json).as_bytes()).expect("message");
         assert_eq!(arrival.kind, Kind::Message(Some(place)));
         assert_eq!(arrival.frame, socket::text(&json));
-        let presence_frame = ServerFrame::Pong;
-        let arrival = open(presence("u-1", &presence_frame).as_bytes()).expect("presence");
+        let who = Identity {
+            user_id: "u-1".into(),
+            username: "bob".into(),
+            public_key: "k".into(),
+            session_id: "s".into(),
+            expires_at: 0,
+        };
+        let arrival =
+            open(presence("lobby", &who, PresenceEvent::Join).as_bytes()).expect("presence");
+        let direct = Arrival::presence("lobby", &who, PresenceEvent::Join);
+        assert_eq!(
+            (&arrival.kind, &arrival.frame),
+            (&direct.kind, &direct.frame)
+        );
         assert_eq!(arrival.kind, Kind::Presence("u-1".into()));
         assert_eq!(
             open(plain_message("{}").as_bytes()).map(|a| a.kind),
