@@ -210,7 +210,7 @@ async fn with_redis_revocations_are_also_published_there() {
         .await
         .unwrap();
     pubsub
-        .subscribe(ilo_api::tokens::REVOCATIONS_CHANNEL)
+        .subscribe(ilo_api::REVOCATIONS_CHANNEL)
         .await
         .unwrap();
     let mut messages = pubsub.on_message();
@@ -226,7 +226,8 @@ async fn with_redis_revocations_are_also_published_there() {
         .unwrap();
     let payload: serde_json::Value =
         serde_json::from_str(&message.get_payload::<String>().unwrap()).unwrap();
-    assert_eq!(payload, json!({"session_ids": [session]}));
+    assert_eq!(payload["session_ids"], json!([session]));
+    assert!(payload["origin"].is_string(), "names the instance: {payload}");
     assert!(
         !payload.to_string().contains(&token),
         "the token itself never travels"

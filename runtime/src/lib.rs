@@ -1,7 +1,9 @@
 //! What every Ilo binary shares: one logging setup, one shutdown signal, the probe that
 //! container health checks run (the images hold no shell, curl or wget), [`proxies`]: who
-//! the client is behind a load balancer, and [`counts`]: places counted per key.
+//! the client is behind a load balancer, [`counts`]: places counted per key, and [`backoff`]:
+//! waits between attempts to reach a peer.
 
+pub mod backoff;
 pub mod counts;
 pub mod proxies;
 

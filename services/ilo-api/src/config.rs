@@ -26,7 +26,8 @@ pub struct Config {
     #[arg(long, env = "ILO_TOKEN_TTL", default_value = "24h", value_parser = ilo_runtime::parse_duration)]
     pub token_ttl: Duration,
 
-    /// Redis, where revocations are also published (channel `ilo:revocations`) when set.
+    /// Redis, shared by every ilo-api instance: revocations (channel `ilo:revocations`) and
+    /// rate limits. Unset: one instance per database, limits counted in memory.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<Secret>,
 

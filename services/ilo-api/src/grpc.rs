@@ -17,13 +17,13 @@ use tonic_health::ServingStatus;
 
 use crate::metrics::{Metrics, OutcomeLabels};
 use crate::store::Store;
-use crate::tokens::Tokens;
+use crate::sessions::{Heard, Sessions};
 
 /// How often the health service re-checks the database.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct TokenService {
-    tokens: Arc<Tokens>,
+    sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
     /// Changes once, at shutdown, to end the revocation streams so the server can stop.
     stopping: watch::Receiver<bool>,
@@ -36,7 +36,7 @@ impl TokensApi for TokenService {
         request: Request<ValidateTokenRequest>,
     ) -> Result<Response<ValidateTokenResponse>, Status> {
         let started = Instant::now();
-        let result = self.tokens.lookup(&request.into_inner().token).await;
+        let result = self.sessions.lookup(&request.into_inner().token).await;
         self.metrics
             .validation_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -81,7 +81,7 @@ impl TokensApi for TokenService {
         if ids.len() > MAX_SESSIONS {
             return Err(Status::invalid_argument("at most 100000 sessions per call"));
         }
-        match self.tokens.ended(ids).await {
+        match self.sessions.ended(ids).await {
             Ok(ended_session_ids) => Ok(Response::new(CheckSessionsResponse { ended_session_ids })),
             Err(e) => {
                 tracing::warn!(error = %e, "session check failed");
@@ -97,24 +97,31 @@ impl TokensApi for TokenService {
         &self,
         _: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let revocations = self.tokens.subscribe();
+        // Subscribed first, so that losing the other instances after the check still ends it.
+        let revocations = self.sessions.subscribe();
+        if !self.sessions.is_hearing() {
+            return Err(Status::unavailable(
+                "this instance cannot hear the other instances' revocations yet",
+            ));
+        }
         let mut stopping = self.stopping.clone();
         let stream = futures_util::stream::unfold(Some(revocations), |receiver| async move {
             let mut receiver = receiver?;
+            let missed = || {
+                Status::data_loss("revocations were missed; re-validate and watch again")
+            };
             match receiver.recv().await {
-                Ok(ids) => Some((
+                Ok(Heard::Revoked(ids)) => Some((
                     Ok(Revocation {
                         session_ids: ids.to_vec(),
                     }),
                     Some(receiver),
                 )),
-                // The watcher missed some: end its stream so it reconnects and re-validates.
-                Err(broadcast::error::RecvError::Lagged(_)) => Some((
-                    Err(Status::data_loss(
-                        "revocations were missed; re-validate and watch again",
-                    )),
-                    None,
-                )),
+                // The watcher missed some, or may have: end its stream so it reconnects and
+                // re-checks its sessions.
+                Ok(Heard::Missed) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Some((Err(missed()), None))
+                }
                 Err(broadcast::error::RecvError::Closed) => None,
             }
         })
@@ -128,7 +135,7 @@ impl TokensApi for TokenService {
 /// Serves gRPC on `listener` until `stopping` turns true.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    tokens: Arc<Tokens>,
+    sessions: Arc<Sessions>,
     store: Store,
     metrics: Arc<Metrics>,
     stopping: watch::Receiver<bool>,
@@ -139,7 +146,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let service = TokenService {
-        tokens,
+        sessions,
         metrics,
         stopping: stopping.clone(),
     };

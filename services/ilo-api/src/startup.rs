@@ -10,18 +10,22 @@ use std::time::Duration;
 
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::limits::{Limits, Settings};
+use crate::limits::{self, Limits, Settings};
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
 use crate::state::AppState;
 use crate::store::{self, Database, Store};
-use crate::tokens::{self, Tokens, unix_now};
+use crate::revocations::{self, Publisher};
+use crate::sessions::{Sessions, unix_now};
 use crate::{grpc, http};
 
+/// How long a Redis command may take before Redis counts as unreachable for it.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often expired sessions are removed from the database.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -55,7 +59,8 @@ pub struct Services {
     api: Api,
     grpc_addr: SocketAddr,
     grpc_listener: tokio::net::TcpListener,
-    redis_url: Option<String>,
+    /// With Redis: the client the revocation listener subscribes with, and this instance's name.
+    redis: Option<(redis::Client, String)>,
     database: String,
 }
 
@@ -75,19 +80,30 @@ impl Services {
         })
         .await??;
 
+        let redis = match &config.redis_url {
+            Some(url) => Some(Shared::open(url.expose())?),
+            None => None,
+        };
+        let publisher = redis
+            .as_ref()
+            .map(|shared| Publisher::new(shared.commands.clone(), shared.instance.clone()));
         let state = AppState {
-            tokens: Arc::new(Tokens::new(store.clone())),
+            sessions: Arc::new(Sessions::new(store.clone(), config.token_ttl, publisher)),
             store,
             passwords,
-            limits: Arc::new(Limits::new(&Settings {
-                key_rate: config.key_rate,
-                login_failures: config.login_failures,
-                lookup_rate: config.lookup_rate,
-                login_rate: config.login_rate,
-                register_rate: config.register_rate,
-            })),
+            limits: Arc::new(Limits::new(
+                &Settings {
+                    key_rate: config.key_rate,
+                    login_failures: config.login_failures,
+                    lookup_rate: config.lookup_rate,
+                    login_rate: config.login_rate,
+                    register_rate: config.register_rate,
+                },
+                redis
+                    .as_ref()
+                    .map(|shared| limits::Shared::new(shared.commands.clone())),
+            )),
             metrics: Arc::new(Metrics::new()),
-            token_ttl: config.token_ttl,
             trusted_proxies: config.trusted_proxies().into(),
         };
         Ok(Self {
@@ -96,7 +112,7 @@ impl Services {
             },
             grpc_addr,
             grpc_listener,
-            redis_url: config.redis_url.as_ref().map(|u| u.expose().to_owned()),
+            redis: redis.map(|shared| (shared.client, shared.instance)),
             database: Database::from_url(config.database_url.expose())?.location(),
         })
     }
@@ -114,22 +130,24 @@ impl Services {
         &self.database
     }
 
-    /// Starts gRPC, the session sweeper and (with Redis) the revocation publisher.
+    /// Starts gRPC, the session sweeper and (with Redis) the revocation listener.
     pub fn start(self) -> Running {
         let (stop, stopping) = watch::channel(false);
         let state = self.api.state.get_ref().clone();
         let grpc = tokio::spawn(grpc::serve(
             self.grpc_listener,
-            state.tokens.clone(),
+            state.sessions.clone(),
             state.store.clone(),
             state.metrics.clone(),
-            stopping,
+            stopping.clone(),
         ));
         let mut chores = vec![tokio::spawn(sweep_expired_sessions(state.store.clone()))];
-        if let Some(url) = self.redis_url {
-            chores.push(tokio::spawn(tokens::publish_to_redis(
-                url,
-                state.tokens.subscribe(),
+        if let Some((client, instance)) = self.redis {
+            chores.push(tokio::spawn(revocations::listen(
+                client,
+                instance,
+                state.sessions.clone(),
+                stopping,
             )));
         }
         Running { stop, grpc, chores }
@@ -206,6 +224,32 @@ impl Application {
         let (stopped, ()) = tokio::join!(running.stop(), http_handle.stop(true));
         http.await??;
         stopped
+    }
+}
+
+/// What the instances share through Redis.
+struct Shared {
+    client: redis::Client,
+    /// Commands (publishing, limits); connects on first use and again after a failure.
+    commands: ConnectionManager,
+    /// This instance's name in the revocations it publishes.
+    instance: String,
+}
+
+impl Shared {
+    fn open(url: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("REDIS_URL is not a Redis URL: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1);
+        let commands = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        Ok(Self {
+            client,
+            commands,
+            instance: uuid::Uuid::new_v4().to_string(),
+        })
     }
 }
 

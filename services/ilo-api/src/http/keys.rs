@@ -7,7 +7,7 @@ use super::{Detail, client_address};
 use crate::secrets;
 use crate::state::AppState;
 use crate::store;
-use crate::tokens::unix_now;
+use crate::sessions::unix_now;
 
 /// Obtain an API key (rate limited per client address).
 #[utoipa::path(post, path = "/key", tag = "keys", operation_id = "create_key",
@@ -25,6 +25,7 @@ pub async fn create(
         .limits
         .keys
         .hit(&client_address(&req))
+        .await
         .map_err(ApiError::rate_limited)?;
     let key = secrets::new_api_key();
     let (id, key_hash) = (uuid::Uuid::new_v4().to_string(), secrets::digest(&key));
@@ -53,12 +54,13 @@ pub async fn revoke(
         detail: "no such API key".into(),
     };
     let key_hash = secrets::api_key_digest(&key).ok_or_else(unknown)?;
-    let sessions = state
-        .store
-        .run(move |conn| store::delete_api_key(conn, &key_hash))
-        .await?
-        .ok_or_else(unknown)?;
-    state.tokens.revoke(sessions);
+    let found = state
+        .sessions
+        .end(move |conn| store::delete_api_key(conn, &key_hash))
+        .await?;
+    if !found {
+        return Err(unknown());
+    }
     Ok(HttpResponse::Ok().json(Detail {
         detail: format!("Successfully deleted {key}"),
     }))

@@ -14,7 +14,7 @@ use super::users::rfc3339;
 use crate::secrets;
 use crate::state::AppState;
 use crate::store;
-use crate::tokens::ValidSession;
+use crate::sessions::ValidSession;
 
 /// The session named by `Authorization: Bearer <token>`, or `401 invalid_token`.
 pub async fn authenticate(
@@ -27,7 +27,7 @@ pub async fn authenticate(
         .and_then(|v| v.to_str().ok());
     let token = secrets::bearer(header).ok_or(ApiError::InvalidToken)?;
     state
-        .tokens
+        .sessions
         .validate(token)
         .await?
         .ok_or(ApiError::InvalidToken)
@@ -74,12 +74,11 @@ pub async fn delete(
     let session = authenticate(&state, &req).await?;
     let id = session.session_id.clone();
     let existed = state
-        .store
-        .run(move |conn| store::delete_session(conn, &id))
+        .sessions
+        .end(move |conn| store::delete_session(conn, &id))
         .await?;
     if !existed {
         return Err(ApiError::InvalidToken);
     }
-    state.tokens.revoke(vec![session.session_id.clone()]);
     Ok(HttpResponse::NoContent().finish())
 }

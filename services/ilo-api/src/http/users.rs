@@ -9,10 +9,9 @@ use super::errors::{ApiError, ErrorBody};
 use super::sessions::authenticate;
 use super::{Detail, client_address, keys};
 use crate::domain::{self, Password, PublicKey, Username, Violation, required};
-use crate::secrets;
 use crate::state::AppState;
-use crate::store::{self, NewSession, NewUser};
-use crate::tokens::unix_now;
+use crate::sessions::unix_now;
+use crate::store::{self, NewUser};
 
 /// Fields are optional in the type so that a missing one is reported as a broken rule (`422`)
 /// together with every other, rather than as a JSON error.
@@ -111,7 +110,12 @@ pub async fn create(
     limits
         .registrations
         .hit(&address)
-        .and_then(|()| limits.registrations_per_key.hit(&api_key_id))
+        .await
+        .map_err(ApiError::rate_limited)?;
+    limits
+        .registrations_per_key
+        .hit(&api_key_id)
+        .await
         .map_err(ApiError::rate_limited)?;
     let password_hash = state
         .passwords
@@ -178,34 +182,25 @@ pub async fn login(
         ),
         (&state.limits.logins_per_key, format!("key:{api_key_id}")),
     ];
-    if let Err(retry) = successes.iter().try_for_each(|(limit, k)| limit.check(k)) {
-        state.metrics.login("rate_limited");
-        return Err(ApiError::rate_limited(retry));
+    for (limit, key) in &successes {
+        if let Err(retry) = limit.check(key).await {
+            state.metrics.login("rate_limited");
+            return Err(ApiError::rate_limited(retry));
+        }
     }
 
     let name = Username::parse(&username).ok();
     let user = verify_password(&state, &req, name.as_ref().map(Username::key), password).await?;
-    successes.iter().for_each(|(limit, k)| limit.record(k));
+    for (limit, key) in &successes {
+        limit.record(key).await;
+    }
 
-    let token = secrets::new_token()?;
-    let expires_at = unix_now() + state.token_ttl.as_secs() as i64;
-    let session = NewSession {
-        id: uuid::Uuid::new_v4().to_string(),
-        token_hash: secrets::digest(&token),
-        user_id: user.id,
-        api_key_id,
-        created_at: unix_now(),
-        expires_at,
-    };
-    state
-        .store
-        .run(move |conn| store::insert_session(conn, session))
-        .await?;
+    let issued = state.sessions.issue(user.id, api_key_id).await?;
     state.metrics.login("success");
     Ok(HttpResponse::Ok().json(LoginReply {
         detail: format!("Successful Login for {}", user.username),
-        token,
-        expires_at: rfc3339(expires_at)?,
+        token: issued.token,
+        expires_at: rfc3339(issued.expires_at)?,
     }))
 }
 
@@ -227,12 +222,14 @@ async fn verify_password(
         .chain(user_key.map(|k| format!("addr:{address}|user:{k}")))
         .collect();
     let limits = &state.limits;
-    let delayed = user_key.map_or(Ok(()), |k| limits.usernames.check(k, &address));
-    if let Err(retry) = keys
-        .iter()
-        .try_for_each(|k| limits.login_failures.check(k))
-        .and(delayed)
-    {
+    let mut refused = Ok(());
+    for key in &keys {
+        refused = refused.and(limits.login_failures.check(key).await);
+    }
+    if let (Ok(()), Some(user)) = (refused, user_key) {
+        refused = limits.usernames.check(user, &address).await;
+    }
+    if let Err(retry) = refused {
         state.metrics.login("rate_limited");
         return Err(ApiError::rate_limited(retry));
     }
@@ -250,19 +247,21 @@ async fn verify_password(
     let matches = state.passwords.verify(password, hash, &address).await?;
     match user {
         Some(user) if matches => {
-            keys.iter()
-                .skip(1)
-                .for_each(|k| limits.login_failures.reset(k));
+            for key in keys.iter().skip(1) {
+                limits.login_failures.reset(key).await;
+            }
             // A user was found, so `user_key` named it.
             if let Some(key) = user_key {
-                limits.usernames.succeeded(key, &address);
+                limits.usernames.succeeded(key, &address).await;
             }
             Ok(user)
         }
         _ => {
-            keys.iter().for_each(|k| limits.login_failures.record(k));
+            for key in &keys {
+                limits.login_failures.record(key).await;
+            }
             if let Some(key) = user_key {
-                limits.usernames.failed(key);
+                limits.usernames.failed(key).await;
             }
             state.metrics.login("failure");
             Err(ApiError::InvalidCredentials)
@@ -336,6 +335,7 @@ async fn look_up(
         .limits
         .lookups
         .hit(&client_address(req))
+        .await
         .map_err(ApiError::rate_limited)?;
     let user = match Username::parse(username) {
         Ok(name) => {
@@ -377,11 +377,10 @@ pub async fn delete(
         return Err(ApiError::Invalid(broken));
     };
     let user = confirm_password(&state, &req, &session.username, password).await?;
-    let revoked = state
-        .store
-        .run(move |conn| store::delete_user(conn, &user.id))
+    state
+        .sessions
+        .end(move |conn| store::delete_user(conn, &user.id))
         .await?;
-    state.tokens.revoke(revoked);
     tracing::info!("user deleted");
     Ok(HttpResponse::NoContent().finish())
 }
@@ -415,11 +414,10 @@ pub async fn replace_public_key(
     };
     let user = confirm_password(&state, &req, &session.username, password).await?;
     let public_key = public_key.into_inner();
-    let revoked = state
-        .store
-        .run(move |conn| store::replace_public_key(conn, &user.id, &public_key))
+    state
+        .sessions
+        .end(move |conn| store::replace_public_key(conn, &user.id, &public_key))
         .await?;
-    state.tokens.revoke(revoked);
     tracing::info!("public key replaced; the user's sessions ended");
     Ok(HttpResponse::NoContent().finish())
 }
@@ -457,11 +455,10 @@ pub async fn change_password(
         .hash(new_password.into_inner(), &client_address(&req))
         .await?;
     let keep = session.session_id.clone();
-    let revoked = state
-        .store
-        .run(move |conn| store::change_password(conn, &user.id, &hash, &keep))
+    state
+        .sessions
+        .end(move |conn| store::change_password(conn, &user.id, &hash, &keep))
         .await?;
-    state.tokens.revoke(revoked);
     tracing::info!("password changed; the user's other sessions ended");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -56,6 +56,24 @@ pub struct SessionUser {
     pub user: UserRow,
 }
 
+/// Sessions a query deleted. Only [`crate::sessions::Sessions::end`] consumes it, revoking
+/// them everywhere: a deleted session that was not revoked would stay valid in caches.
+#[must_use = "deleted sessions must be revoked: run the query through Sessions::end"]
+pub struct Ended {
+    /// Whether what the query was to delete existed.
+    pub(crate) found: bool,
+    pub(crate) sessions: Vec<String>,
+}
+
+impl Ended {
+    fn of(sessions: Vec<String>) -> Self {
+        Self {
+            found: true,
+            sessions,
+        }
+    }
+}
+
 pub fn ping(conn: &mut AnyConnection) -> QueryResult<()> {
     conn.batch_execute("SELECT 1")
 }
@@ -85,11 +103,8 @@ pub fn api_key_id(conn: &mut AnyConnection, key_hash: &str) -> Result<Option<Str
         .optional()?)
 }
 
-/// Deletes the key and the sessions opened with it; `None` when no such key exists.
-pub fn delete_api_key(
-    conn: &mut AnyConnection,
-    key_hash: &str,
-) -> Result<Option<Vec<String>>, StoreError> {
+/// Deletes the key and the sessions opened with it (not found when no such key exists).
+pub fn delete_api_key(conn: &mut AnyConnection, key_hash: &str) -> Result<Ended, StoreError> {
     write_transaction(conn, |conn| {
         let Some(key_id) = api_keys::table
             .filter(api_keys::key_hash.eq(key_hash))
@@ -97,7 +112,10 @@ pub fn delete_api_key(
             .first::<String>(conn)
             .optional()?
         else {
-            return Ok(None);
+            return Ok(Ended {
+                found: false,
+                sessions: Vec::new(),
+            });
         };
         let revoked = sessions::table
             .filter(sessions::api_key_id.eq(&key_id))
@@ -105,7 +123,7 @@ pub fn delete_api_key(
             .load(conn)?;
         diesel::delete(sessions::table.filter(sessions::api_key_id.eq(&key_id))).execute(conn)?;
         diesel::delete(api_keys::table.filter(api_keys::id.eq(&key_id))).execute(conn)?;
-        Ok(Some(revoked))
+        Ok(Ended::of(revoked))
     })
 }
 
@@ -218,46 +236,50 @@ pub fn live_sessions(
     Ok(live)
 }
 
-/// Deletes one session; whether it existed.
-pub fn delete_session(conn: &mut AnyConnection, session_id: &str) -> Result<bool, StoreError> {
+/// Deletes one session (not found when it did not exist).
+pub fn delete_session(conn: &mut AnyConnection, session_id: &str) -> Result<Ended, StoreError> {
     let deleted =
         diesel::delete(sessions::table.filter(sessions::id.eq(session_id))).execute(conn)?;
-    Ok(deleted > 0)
+    let found = deleted > 0;
+    Ok(Ended {
+        found,
+        sessions: if found { vec![session_id.to_owned()] } else { Vec::new() },
+    })
 }
 
-/// Deletes a user and all its sessions; returns the sessions' ids.
-pub fn delete_user(conn: &mut AnyConnection, user_id: &str) -> Result<Vec<String>, StoreError> {
+/// Deletes a user and all its sessions.
+pub fn delete_user(conn: &mut AnyConnection, user_id: &str) -> Result<Ended, StoreError> {
     write_transaction(conn, |conn| {
         let revoked = delete_sessions_of(conn, user_id)?;
         diesel::delete(users::table.filter(users::id.eq(user_id))).execute(conn)?;
-        Ok(revoked)
+        Ok(Ended::of(revoked))
     })
 }
 
 /// Replaces a user's public key and deletes all its sessions (a new key means a new device:
-/// everyone logs in again); returns the sessions' ids.
+/// everyone logs in again).
 pub fn replace_public_key(
     conn: &mut AnyConnection,
     user_id: &str,
     public_key: &str,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Ended, StoreError> {
     write_transaction(conn, |conn| {
         let revoked = delete_sessions_of(conn, user_id)?;
         diesel::update(users::table.filter(users::id.eq(user_id)))
             .set(users::public_key.eq(public_key))
             .execute(conn)?;
-        Ok(revoked)
+        Ok(Ended::of(revoked))
     })
 }
 
 /// Replaces a user's password hash and deletes every session of the user but `keep` (the one
-/// that asked); returns the deleted sessions' ids.
+/// that asked).
 pub fn change_password(
     conn: &mut AnyConnection,
     user_id: &str,
     password_hash: &str,
     keep: &str,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Ended, StoreError> {
     write_transaction(conn, |conn| {
         diesel::update(users::table.filter(users::id.eq(user_id)))
             .set(users::password_hash.eq(password_hash))
@@ -267,12 +289,11 @@ pub fn change_password(
             .filter(sessions::id.ne(keep));
         let ids = others.select(sessions::id).load(conn)?;
         diesel::delete(others).execute(conn)?;
-        Ok(ids)
+        Ok(Ended::of(ids))
     })
 }
 
-/// Deletes every session of a user (inside the caller's transaction); their ids, which the
-/// caller must revoke.
+/// Deletes every session of a user (inside the caller's transaction); their ids.
 fn delete_sessions_of(conn: &mut AnyConnection, user_id: &str) -> QueryResult<Vec<String>> {
     let ids = sessions::table
         .filter(sessions::user_id.eq(user_id))

@@ -1,6 +1,5 @@
-//! The rate limits of `operations.md`, kept in memory per process: fixed-window counters, and
-//! [`UsernameGuard`], the progressive delays that slow a guessed username down without locking
-//! its owner out.
+//! The limits as one process counts them: fixed-window counters, and [`UsernameGuard`], the
+//! progressive delays that slow a guessed username down without locking its owner out.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 const SWEEP_ABOVE: usize = 10_000;
 
 /// Counts events per key (a client address, a username) in windows of fixed length.
-pub struct WindowLimit {
+pub(super) struct WindowLimit {
     /// Events allowed per window; `0` turns the limit off.
     limit: u32,
     window: Duration,
@@ -24,7 +23,7 @@ struct Window {
 }
 
 impl WindowLimit {
-    pub fn new(limit: u32, window: Duration) -> Self {
+    pub(super) fn new(limit: u32, window: Duration) -> Self {
         Self {
             limit,
             window,
@@ -33,14 +32,14 @@ impl WindowLimit {
     }
 
     /// Counts one event for `key`; `Err(retry_after)` if it goes over the limit.
-    pub fn hit(&self, key: &str) -> Result<(), Duration> {
+    pub(super) fn hit(&self, key: &str) -> Result<(), Duration> {
         self.check(key)?;
         self.record(key);
         Ok(())
     }
 
     /// `Err(retry_after)` while `key` has used up its window, without counting anything.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
+    pub(super) fn check(&self, key: &str) -> Result<(), Duration> {
         if self.limit == 0 {
             return Ok(());
         }
@@ -55,7 +54,7 @@ impl WindowLimit {
     }
 
     /// Counts one event for `key`.
-    pub fn record(&self, key: &str) {
+    pub(super) fn record(&self, key: &str) {
         if self.limit == 0 {
             return;
         }
@@ -78,7 +77,7 @@ impl WindowLimit {
     }
 
     /// Forgets `key` (a successful login clears that username's failures).
-    pub fn reset(&self, key: &str) {
+    pub(super) fn reset(&self, key: &str) {
         self.lock().remove(key);
     }
 
@@ -90,55 +89,12 @@ impl WindowLimit {
     }
 }
 
-/// The settings of [`Limits`], each `0` for no limit.
-pub struct Settings {
-    pub key_rate: u32,
-    pub login_failures: u32,
-    pub lookup_rate: u32,
-    pub login_rate: u32,
-    pub register_rate: u32,
-}
-
-/// The limits of one ilo-api process.
-pub struct Limits {
-    pub keys: WindowLimit,
-    /// Failed logins per client address (all usernames, and each username from it).
-    pub login_failures: WindowLimit,
-    pub usernames: UsernameGuard,
-    pub lookups: WindowLimit,
-    /// Successful logins per client address; per API key, ten times as many.
-    pub logins: WindowLimit,
-    pub logins_per_key: WindowLimit,
-    /// Registrations per client address per hour; per API key, ten times as many.
-    pub registrations: WindowLimit,
-    pub registrations_per_key: WindowLimit,
-}
-
-impl Limits {
-    pub fn new(settings: &Settings) -> Self {
-        const MINUTE: Duration = Duration::from_secs(60);
-        Self {
-            keys: WindowLimit::new(settings.key_rate, MINUTE),
-            login_failures: WindowLimit::new(settings.login_failures, 15 * MINUTE),
-            usernames: UsernameGuard::new(settings.login_failures),
-            lookups: WindowLimit::new(settings.lookup_rate, MINUTE),
-            logins: WindowLimit::new(settings.login_rate, MINUTE),
-            logins_per_key: WindowLimit::new(settings.login_rate.saturating_mul(10), MINUTE),
-            registrations: WindowLimit::new(settings.register_rate, 60 * MINUTE),
-            registrations_per_key: WindowLimit::new(
-                settings.register_rate.saturating_mul(10),
-                60 * MINUTE,
-            ),
-        }
-    }
-}
-
 /// The longest delay a guessed username imposes: a few seconds, never a lockout.
-const MAX_DELAY: Duration = Duration::from_secs(8);
+pub(super) const MAX_DELAY: Duration = Duration::from_secs(8);
 /// Failures for a username are forgotten after this long without a new one.
-const FAILURES_FOR: Duration = Duration::from_secs(15 * 60);
+pub(super) const FAILURES_FOR: Duration = Duration::from_secs(15 * 60);
 /// Addresses remembered per username as ones its owner logged in from.
-const KNOWN_ADDRESSES: usize = 16;
+pub(super) const KNOWN_ADDRESSES: usize = 16;
 
 /// Progressive delays per username, as OWASP's Authentication Cheat Sheet recommends against
 /// lockout ("Account Lockout": an attacker must not be able to lock the owner out) and ASVS
@@ -147,7 +103,7 @@ const KNOWN_ADDRESSES: usize = 16;
 /// the delay are refused uncounted, so an attacker gets one guess per delay. Addresses the owner
 /// logged in from before are exempt (the cheat sheet's "device cookies", keyed by address), and
 /// a correct password is never refused for longer than the delay.
-pub struct UsernameGuard {
+pub(super) struct UsernameGuard {
     threshold: u32,
     users: Mutex<HashMap<String, Guarded>>,
 }
@@ -160,7 +116,7 @@ struct Guarded {
 }
 
 impl UsernameGuard {
-    pub fn new(threshold: u32) -> Self {
+    pub(super) fn new(threshold: u32) -> Self {
         Self {
             threshold,
             users: Mutex::new(HashMap::new()),
@@ -168,7 +124,7 @@ impl UsernameGuard {
     }
 
     /// `Err(retry_after)` while `user` is in a delay for `address`.
-    pub fn check(&self, user: &str, address: &str) -> Result<(), Duration> {
+    pub(super) fn check(&self, user: &str, address: &str) -> Result<(), Duration> {
         if self.threshold == 0 {
             return Ok(());
         }
@@ -189,11 +145,11 @@ impl UsernameGuard {
         }
     }
 
-    fn delay(past_threshold: u32) -> Duration {
+    pub(super) fn delay(past_threshold: u32) -> Duration {
         Duration::from_secs(1u64 << past_threshold.min(10)).min(MAX_DELAY)
     }
 
-    pub fn failed(&self, user: &str) {
+    pub(super) fn failed(&self, user: &str) {
         if self.threshold == 0 {
             return;
         }
@@ -215,7 +171,7 @@ impl UsernameGuard {
     }
 
     /// The owner got in from `address`: failures forgotten, the address remembered.
-    pub fn succeeded(&self, user: &str, address: &str) {
+    pub(super) fn succeeded(&self, user: &str, address: &str) {
         if self.threshold == 0 {
             return;
         }
