@@ -17,7 +17,7 @@ use ilo_client::e2e::Content;
 use ilo_client::rest::Api;
 use support::dns::Dns;
 use support::postgres::free_port;
-use support::process::Process;
+use support::process::{Process, service};
 use support::redis::PrivateRedis;
 use support::{Backend, TestDb};
 use tokio::sync::mpsc;
@@ -25,16 +25,6 @@ use tokio::sync::mpsc;
 const PASSWORD: &str = "Topology-pass-1";
 const ROOM: &str = "hall";
 const PATIENCE: Duration = Duration::from_secs(15);
-
-/// A service binary of the workspace as a process.
-fn service(package: &str, env: &[(&str, String)]) -> Process {
-    let mut command = Command::new(support::binary(package, package));
-    command.env("RUST_LOG", "warn").stdout(Stdio::null());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    Process::spawn(&mut command)
-}
 
 struct Topology {
     lb: u16,

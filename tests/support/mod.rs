@@ -6,6 +6,7 @@ pub mod browser;
 pub mod dns;
 pub mod e2e;
 pub mod ilo_chat;
+pub mod instances;
 pub mod postgres;
 pub mod process;
 pub mod redis;

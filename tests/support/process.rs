@@ -2,7 +2,7 @@
 //! whole group (nginx's workers, Chromium's renderers outlive a killed parent otherwise).
 
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 
 pub struct Process(Option<Child>);
 
@@ -32,6 +32,16 @@ impl Process {
             let _ = child.wait();
         }
     }
+}
+
+/// A service binary of the workspace as a process, with `env` set, logging warnings only.
+pub fn service(package: &str, env: &[(&str, String)]) -> Process {
+    let mut command = Command::new(super::binary(package, package));
+    command.env("RUST_LOG", "warn").stdout(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    Process::spawn(&mut command)
 }
 
 fn signal(pid: u32, which: &str) {

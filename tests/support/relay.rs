@@ -21,7 +21,16 @@ impl TestRelay {
         redis: Option<&str>,
         adjust: impl FnOnce(&mut Config),
     ) -> Self {
-        let mut config = Config::for_tests(&api.grpc_url());
+        Self::spawn_on(&api.grpc_url(), redis, adjust).await
+    }
+
+    /// Like [`TestRelay::spawn`], validating through the ilo-api at `grpc_url`.
+    pub async fn spawn_on(
+        grpc_url: &str,
+        redis: Option<&str>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        let mut config = Config::for_tests(grpc_url);
         config.redis_url = redis.map(str::to_owned);
         config.send_rate = 0;
         config.join_rate = 0;

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -31,6 +32,8 @@ pub struct Metrics {
     pub logins: Family<OutcomeLabels, Counter>,
     pub validations: Family<OutcomeLabels, Counter>,
     pub validation_seconds: Histogram,
+    /// 1 while this instance hears the other instances' revocations (always 1 without Redis).
+    pub hearing_revocations: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -46,6 +49,7 @@ impl Metrics {
         let logins = Family::default();
         let validations = Family::default();
         let validation_seconds = latency_histogram();
+        let hearing_revocations = Gauge::default();
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
@@ -67,6 +71,11 @@ impl Metrics {
             "gRPC ValidateToken latency",
             validation_seconds.clone(),
         );
+        registry.register(
+            "hearing_revocations",
+            "1 while revocations from the other instances are heard (its token cache is trusted)",
+            hearing_revocations.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -74,6 +83,7 @@ impl Metrics {
             logins,
             validations,
             validation_seconds,
+            hearing_revocations,
         }
     }
 

@@ -11,6 +11,7 @@ use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::metrics::Metrics;
 use crate::sessions::Sessions;
 
 /// The Redis channel; each message is `{"origin": "<instance>", "session_ids": [...]}`.
@@ -67,17 +68,21 @@ pub(crate) async fn listen(
     client: redis::Client,
     origin: String,
     sessions: Arc<Sessions>,
+    metrics: Arc<Metrics>,
     mut stopping: watch::Receiver<bool>,
 ) {
+    metrics.hearing_revocations.set(0);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         match subscribe(&client).await {
             Ok((sink, stream)) => {
                 backoff.reset();
                 sessions.hearing(true);
+                metrics.hearing_revocations.set(1);
                 tracing::info!("hearing other instances' revocations");
                 let stopped = hear(sink, stream, &origin, &sessions, &mut stopping).await;
                 sessions.hearing(false);
+                metrics.hearing_revocations.set(0);
                 if stopped {
                     return;
                 }
@@ -124,7 +129,7 @@ async fn hear(
                 }
             }
             _ = ping.tick() => {
-                let answer = tokio::time::timeout(ANSWER_WITHIN, sink.ping::<String>()).await;
+                let answer = tokio::time::timeout(ANSWER_WITHIN, sink.ping::<redis::Value>()).await;
                 if !matches!(answer, Ok(Ok(_))) {
                     return false;
                 }

@@ -87,6 +87,8 @@ impl Services {
         let publisher = redis
             .as_ref()
             .map(|shared| Publisher::new(shared.commands.clone(), shared.instance.clone()));
+        let metrics = Metrics::new();
+        metrics.hearing_revocations.set(1);
         let state = AppState {
             sessions: Arc::new(Sessions::new(store.clone(), config.token_ttl, publisher)),
             store,
@@ -103,7 +105,7 @@ impl Services {
                     .as_ref()
                     .map(|shared| limits::Shared::new(shared.commands.clone())),
             )),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             trusted_proxies: config.trusted_proxies().into(),
         };
         Ok(Self {
@@ -147,6 +149,7 @@ impl Services {
                 client,
                 instance,
                 state.sessions.clone(),
+                state.metrics.clone(),
                 stopping,
             )));
         }

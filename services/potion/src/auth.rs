@@ -1,13 +1,15 @@
 //! Who holds a token, asked of ilo-api over gRPC before every upgrade, through a small cache so
 //! reconnect storms do not hammer ilo-api; and the revocations ilo-api streams back.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ilo_proto::v1::tokens_client::TokensClient;
 use ilo_proto::v1::{CheckSessionsRequest, ValidateTokenRequest, WatchRevocationsRequest};
 use ilo_protocol::close;
+use ilo_runtime::backoff::Backoff;
+use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
@@ -17,16 +19,18 @@ use crate::metrics::Metrics;
 
 /// How long a validation may take before ilo-api counts as unreachable.
 const DEADLINE: Duration = Duration::from_secs(2);
-/// Tokens remembered at most (valid ones, and unknown ones apart).
-const CACHE_CAPACITY: usize = 10_000;
+/// Tokens remembered at most (valid ones, and unknown ones apart); the least used go first.
+const CACHE_CAPACITY: u64 = 10_000;
+/// How long a valid token is remembered (within its own expiry) before ilo-api is asked again.
+const VALID_FOR: Duration = Duration::from_secs(3600);
 /// How long a token ilo-api did not know is refused without asking again: a flood of garbage
 /// tokens reaches ilo-api's database once per token, not once per upgrade. Tokens are random,
 /// so an unknown one never becomes valid.
 const UNKNOWN_FOR: Duration = Duration::from_secs(30);
 /// How long a heard revocation is remembered: far longer than a validation can be in flight.
 const REVOKED_FOR: Duration = Duration::from_secs(120);
-/// Revoked session ids remembered at most; the oldest are forgotten first.
-const REVOKED_CAPACITY: usize = 100_000;
+/// Revoked session ids remembered at most.
+const REVOKED_CAPACITY: u64 = 100_000;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum AuthError {
@@ -36,53 +40,28 @@ pub enum AuthError {
     Unavailable,
 }
 
+/// Keys are SHA-256 digests of tokens, so the relay's memory holds no usable token.
+type TokenKey = [u8; 32];
+
 pub struct Auth {
     channel: Channel,
     client: TokensClient<Channel>,
-    /// Behind one lock, so that a revocation and a validation's result cannot interleave.
-    cache: Mutex<Cache>,
-    metrics: Arc<Metrics>,
-}
-
-#[derive(Default)]
-struct Cache {
-    /// By SHA-256 of the token, so the relay's memory holds no usable token. Entries are trusted
-    /// until the token expires; revocations remove them.
-    valid: HashMap<[u8; 32], Arc<Identity>>,
-    /// Tokens ilo-api did not know, and when it said so.
-    unknown: HashMap<[u8; 32], Instant>,
+    /// Valid tokens. Trusted only while the revocation stream is open: a revocation missed
+    /// while it was closed must not leave a revoked token usable here.
+    valid: Cache<TokenKey, Arc<Identity>>,
+    /// Session id to its token, to forget a revoked session's token.
+    token_of: Cache<String, TokenKey>,
+    /// Tokens ilo-api did not know.
+    unknown: Cache<TokenKey, ()>,
     /// Sessions revoked lately: a validation that was in flight when one was revoked must not
     /// let it in (it read the session before the revocation), nor be cached.
-    revoked: HashSet<String>,
-    revoked_order: VecDeque<(Instant, String)>,
-}
-
-impl Cache {
-    fn remember_revoked(&mut self, session_ids: &[String]) {
-        let now = Instant::now();
-        while let Some((at, id)) = self.revoked_order.front()
-            && (now.duration_since(*at) > REVOKED_FOR
-                || self.revoked_order.len() + session_ids.len() > REVOKED_CAPACITY)
-        {
-            self.revoked.remove(id);
-            self.revoked_order.pop_front();
-        }
-        for id in session_ids {
-            if self.revoked.insert(id.clone()) {
-                self.revoked_order.push_back((now, id.clone()));
-            }
-        }
-    }
-}
-
-/// Keeps a map under its capacity: expired entries go first, everything if that is not enough.
-fn make_room<V>(map: &mut HashMap<[u8; 32], V>, live: impl Fn(&V) -> bool) {
-    if map.len() >= CACHE_CAPACITY {
-        map.retain(|_, v| live(v));
-        if map.len() >= CACHE_CAPACITY {
-            map.clear();
-        }
-    }
+    revoked: Cache<String, ()>,
+    /// Held while a validation's result is checked against `revoked` and cached, and while a
+    /// revocation is recorded, so the two cannot interleave.
+    deciding: Mutex<()>,
+    /// Whether the revocation stream is open.
+    watching: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 impl Auth {
@@ -95,7 +74,12 @@ impl Auth {
         Ok(Self {
             client: TokensClient::new(channel.clone()),
             channel,
-            cache: Mutex::new(Cache::default()),
+            valid: bounded(CACHE_CAPACITY, VALID_FOR),
+            token_of: bounded(CACHE_CAPACITY, VALID_FOR),
+            unknown: bounded(CACHE_CAPACITY, UNKNOWN_FOR),
+            revoked: bounded(REVOKED_CAPACITY, REVOKED_FOR),
+            deciding: Mutex::new(()),
+            watching: AtomicBool::new(false),
             metrics,
         })
     }
@@ -106,22 +90,17 @@ impl Auth {
     }
 
     pub async fn validate(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let key: TokenKey = Sha256::digest(token.as_bytes()).into();
         let now = unix_now();
+        if self.watching.load(Ordering::Acquire)
+            && let Some(identity) = self.valid.get(&key).filter(|i| i.expires_at > now)
         {
-            let cache = self.lock();
-            if let Some(identity) = cache.valid.get(&key).filter(|i| i.expires_at > now) {
-                self.metrics.validation_cache_hits.inc();
-                return Ok(identity.clone());
-            }
-            if cache
-                .unknown
-                .get(&key)
-                .is_some_and(|at| at.elapsed() < UNKNOWN_FOR)
-            {
-                self.metrics.validation_cache_hits.inc();
-                return Err(AuthError::Invalid);
-            }
+            self.metrics.validation_cache_hits.inc();
+            return Ok(identity);
+        }
+        if self.unknown.contains_key(&key) {
+            self.metrics.validation_cache_hits.inc();
+            return Err(AuthError::Invalid);
         }
         let started = Instant::now();
         let reply = self
@@ -137,9 +116,7 @@ impl Auth {
         let reply = match reply {
             Ok(reply) => reply.into_inner(),
             Err(status) if status.code() == tonic::Code::Unauthenticated => {
-                let mut cache = self.lock();
-                make_room(&mut cache.unknown, |at| at.elapsed() < UNKNOWN_FOR);
-                cache.unknown.insert(key, Instant::now());
+                self.unknown.insert(key, ());
                 return Err(AuthError::Invalid);
             }
             Err(status) => {
@@ -154,34 +131,36 @@ impl Auth {
             session_id: reply.session_id,
             expires_at: reply.expires_at.map_or(now, |t| t.seconds),
         });
-        let mut cache = self.lock();
-        if cache.revoked.contains(&identity.session_id) {
+        let _deciding = self.decide();
+        if self.revoked.contains_key(&identity.session_id) {
             return Err(AuthError::Invalid);
         }
-        make_room(&mut cache.valid, |i| i.expires_at > now);
-        cache.valid.insert(key, identity.clone());
+        if self.watching.load(Ordering::Acquire) {
+            self.token_of.insert(identity.session_id.clone(), key);
+            self.valid.insert(key, identity.clone());
+        }
         Ok(identity)
     }
 
     /// Forgets revoked sessions, and remembers them for a while: see [`Auth::is_revoked`].
     pub fn forget(&self, session_ids: &[String]) {
-        let mut cache = self.lock();
-        cache.remember_revoked(session_ids);
-        cache
-            .valid
-            .retain(|_, i| !session_ids.contains(&i.session_id));
+        let _deciding = self.decide();
+        for id in session_ids {
+            self.revoked.insert(id.clone(), ());
+            if let Some(key) = self.token_of.remove(id) {
+                self.valid.invalidate(&key);
+            }
+        }
     }
 
     /// Whether the session was revoked lately. A connection checks it once it is registered in
     /// the hub: a revocation heard before that is caught here, one heard after closes it there.
     pub fn is_revoked(&self, session_id: &str) -> bool {
-        self.lock().revoked.contains(session_id)
+        self.revoked.contains_key(session_id)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn decide(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.deciding.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Follows ilo-api's revocation stream until `stopping`, closing revoked sessions' connections
@@ -192,7 +171,7 @@ impl Auth {
         hub: Arc<Hub>,
         mut stopping: watch::Receiver<bool>,
     ) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let opened = self
                 .client
@@ -201,7 +180,7 @@ impl Auth {
                 .await;
             match opened {
                 Ok(stream) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     self.resync(&hub).await;
                     let mut stream = stream.into_inner();
                     loop {
@@ -216,6 +195,7 @@ impl Auth {
                             _ = stopping.wait_for(|s| *s) => return,
                         }
                     }
+                    self.stop_trusting();
                     tracing::warn!("revocation stream ended; reopening");
                 }
                 Err(status) => {
@@ -223,16 +203,24 @@ impl Auth {
                 }
             }
             tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(backoff.next_delay()) => {}
                 _ = stopping.wait_for(|s| *s) => return,
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 
-    /// Drops the cache and closes live connections whose sessions ended while unwatched.
+    /// Until the stream is open again, every upgrade asks ilo-api.
+    fn stop_trusting(&self) {
+        self.watching.store(false, Ordering::Release);
+        self.valid.invalidate_all();
+        self.token_of.invalidate_all();
+    }
+
+    /// Trusts the cache again (it is empty: a revocation missed while the stream was closed
+    /// cannot linger in it), and closes live connections whose sessions ended meanwhile.
     async fn resync(&self, hub: &Hub) {
-        self.lock().valid.clear();
+        self.stop_trusting();
+        self.watching.store(true, Ordering::Release);
         let session_ids = hub.session_ids();
         if session_ids.is_empty() {
             return;
@@ -254,6 +242,17 @@ impl Auth {
             Err(status) => tracing::warn!(code = ?status.code(), "could not re-check sessions"),
         }
     }
+}
+
+fn bounded<K, V>(capacity: u64, ttl: Duration) -> Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    Cache::builder()
+        .max_capacity(capacity)
+        .time_to_live(ttl)
+        .build()
 }
 
 pub use ilo_runtime::unix_seconds as unix_now;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use ilo_protocol::{Member, PresenceEvent};
+use ilo_runtime::backoff::Backoff;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{PushInfo, PushKind, Script, Value};
 use tokio::sync::watch;
@@ -161,20 +162,20 @@ impl RedisBus {
     pub async fn maintain(self: Arc<Self>, mut stopping: watch::Receiver<bool>) {
         let mut last_refresh: Option<Instant> = None;
         let mut probe = Probe::default();
-        let (mut failures, mut backoff) = (0u32, Duration::from_secs(1));
+        let mut failures = 0u32;
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
         loop {
             let alive = match self.links() {
                 Some(links) => ping(&links).await && self.probe(&mut probe, &links).await,
                 None => match self.connect().await {
                     Ok(()) => {
-                        backoff = Duration::from_secs(1);
+                        backoff.reset();
                         last_refresh = None;
                         probe = Probe::default();
                         true
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "Redis is still unreachable");
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                         false
                     }
                 },
@@ -201,7 +202,7 @@ impl RedisBus {
             let pause = if alive {
                 Duration::from_secs(1)
             } else {
-                backoff
+                backoff.next_delay()
             };
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
