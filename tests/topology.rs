@@ -1,7 +1,13 @@
-//! The compose topology without Docker: PostgreSQL, Redis, ilo-api, three potion relays and
-//! Debian's nginx running `deploy/nginx.conf` (only addresses substituted), all as processes on
-//! loopback. A small DNS server plays Docker's: `potion` resolves to the three relays
-//! (127.0.0.2-4, one port), `ilo-api` to 127.0.0.1. Clients use only the load balancer.
+//! The compose topology without Docker: PostgreSQL, Redis, two ilo-api instances, three potion
+//! relays and Debian's nginx running `deploy/nginx.conf` (only addresses substituted), all as
+//! processes on loopback. A small DNS server plays Docker's: `potion` resolves to the three
+//! relays (127.0.0.2-4, one port), `ilo-api` to the two instances (127.0.0.1 and 127.0.0.5,
+//! one HTTP and one gRPC port). Clients use only the load balancer.
+//!
+//! In compose the relays reach gRPC by the service name, resolved again on each reconnection.
+//! The relays here cannot use the test's DNS server (they resolve through the system), so
+//! relays 0 and 1 reach the instances through a gRPC listener the test adds to nginx, which
+//! resolves `ilo-api` the same way; relay 2 validates through instance B only.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -9,14 +15,19 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ilo_client::ServerFrame;
 use ilo_client::chat::{Chat, Event, Received};
 use ilo_client::e2e::Content;
 use ilo_client::rest::Api;
+use ilo_proto::v1::ValidateTokenRequest;
+use ilo_proto::v1::tokens_client::TokensClient;
 use support::dns::Dns;
 use support::postgres::free_port;
+use support::instances::Instance;
 use support::process::{Process, service};
 use support::redis::PrivateRedis;
 use support::{Backend, TestDb};
@@ -28,11 +39,13 @@ const PATIENCE: Duration = Duration::from_secs(15);
 
 struct Topology {
     lb: u16,
+    /// nginx's gRPC listener in front of both instances.
+    grpc_lb: u16,
     relay_port: u16,
-    grpc: u16,
     redis: PrivateRedis,
     relays: Vec<Option<Process>>,
-    _api: Process,
+    /// Instances A (127.0.0.1) and B (127.0.0.5).
+    apis: [Instance; 2],
     _nginx: Process,
     _dns: Dns,
     _db: TestDb,
@@ -47,34 +60,35 @@ fn relay_ip(i: usize) -> Ipv4Addr {
 impl Topology {
     async fn start() -> Self {
         let db = TestDb::new(Backend::Postgres);
-        let redis = PrivateRedis::start();
+        let redis = PrivateRedis::start_async().await;
         let (http, grpc, relay_port, lb) = (free_port(), free_port(), free_port(), free_port());
-        let api = service(
-            "ilo-api",
-            &[
-                ("ILO_HTTP_ADDR", format!("127.0.0.1:{http}")),
-                ("ILO_GRPC_ADDR", format!("127.0.0.1:{grpc}")),
-                ("DATABASE_URL", db.url()),
-                ("REDIS_URL", redis.url()),
-                ("ILO_TRUSTED_PROXIES", "127.0.0.1".into()),
-                ("ILO_KEY_RATE", "0".into()),
-            ],
-        );
-        support::wait_until_ok(&format!("http://127.0.0.1:{http}/ready"), PATIENCE).await;
+        let grpc_lb = free_port();
+        let mut apis = Vec::new();
+        for ip in API_IPS {
+            apis.push(Instance::start_on(ip, http, grpc, &db.url(), &redis.url(), &[]).await);
+        }
         let dns = Dns::start(HashMap::from([
             ("potion".to_owned(), (0..3).map(relay_ip).collect()),
-            ("ilo-api".to_owned(), vec![Ipv4Addr::LOCALHOST]),
+            ("ilo-api".to_owned(), API_IPS.to_vec()),
         ]))
         .await;
         let dir = tempfile::tempdir().unwrap();
-        let nginx = start_nginx(&dir, dns.addr.port(), lb, relay_port, http);
+        let ports = Ports {
+            dns: dns.addr.port(),
+            lb,
+            grpc_lb,
+            relays: relay_port,
+            http,
+            grpc,
+        };
+        let nginx = start_nginx(&dir, &ports);
         let mut topology = Self {
             lb,
+            grpc_lb,
             relay_port,
-            grpc,
             redis,
             relays: Vec::new(),
-            _api: api,
+            apis: apis.try_into().ok().unwrap(),
             _nginx: nginx,
             _dns: dns,
             _db: db,
@@ -96,7 +110,7 @@ impl Topology {
                     "POTION_ADDR",
                     format!("{}:{}", relay_ip(i), self.relay_port),
                 ),
-                ("ILO_GRPC_URL", format!("http://127.0.0.1:{}", self.grpc)),
+                ("ILO_GRPC_URL", self.grpc_url_of_relay(i)),
                 ("REDIS_URL", self.redis.url()),
                 ("POTION_SEND_RATE", "0".into()),
             ],
@@ -109,20 +123,56 @@ impl Topology {
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.lb)
     }
+
+    /// Where relay `i` validates: through nginx to both instances, or (relay 2) B alone.
+    fn grpc_url_of_relay(&self, i: usize) -> String {
+        match i {
+            2 => self.apis[1].grpc_url(),
+            _ => format!("http://127.0.0.1:{}", self.grpc_lb),
+        }
+    }
 }
 
-/// nginx with `deploy/nginx.conf`, its addresses pointed at this test's processes.
-fn start_nginx(dir: &tempfile::TempDir, dns: u16, lb: u16, relays: u16, api: u16) -> Process {
+/// Instances A and B.
+const API_IPS: [Ipv4Addr; 2] = [Ipv4Addr::LOCALHOST, Ipv4Addr::new(127, 0, 0, 5)];
+
+struct Ports {
+    dns: u16,
+    lb: u16,
+    grpc_lb: u16,
+    relays: u16,
+    http: u16,
+    grpc: u16,
+}
+
+/// nginx with `deploy/nginx.conf`, its addresses pointed at this test's processes, and a gRPC
+/// listener in front of the instances (see the top of this file).
+fn start_nginx(dir: &tempfile::TempDir, ports: &Ports) -> Process {
     let conf =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx.conf")).unwrap();
+    let grpc = format!(
+        "server {{
+        listen 127.0.0.1:{grpc_lb} http2;
+        location / {{
+            set $tokens ilo-api:{grpc};
+            grpc_pass grpc://$tokens;
+            grpc_read_timeout 1h;
+        }}
+    }}
+
+    server {{",
+        grpc_lb = ports.grpc_lb,
+        grpc = ports.grpc,
+    );
     let substituted = conf
         .replace(
             "resolver 127.0.0.11 ",
-            &format!("resolver 127.0.0.1:{dns} "),
+            &format!("resolver 127.0.0.1:{} ", ports.dns),
         )
-        .replace("listen 8080;", &format!("listen 127.0.0.1:{lb};"))
-        .replace("potion:8081", &format!("potion:{relays}"))
-        .replace("ilo-api:8080", &format!("ilo-api:{api}"));
+        .replace("listen 8080;", &format!("listen 127.0.0.1:{};", ports.lb))
+        .replace("potion:8081", &format!("potion:{}", ports.relays))
+        .replace("ilo-api:8080", &format!("ilo-api:{}", ports.http))
+        .replacen("server {", &grpc, 1);
     assert_ne!(conf, substituted);
     // Workers run as nobody when started by root: they need to use the prefix directory.
     std::fs::set_permissions(
@@ -373,4 +423,109 @@ async fn relay_index(topology: &Topology, relay_id: &str) -> usize {
         }
     }
     panic!("no relay is {relay_id}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_api_instances_end_sessions_together_and_one_can_stop_under_load() {
+    let mut topology = Topology::start().await;
+    let api = Api::new(topology.url(""));
+    let key = api.new_api_key().await.unwrap();
+    api.register("ann", PASSWORD, &support::public_key(), &key)
+        .await
+        .unwrap();
+    let [a, b] = &topology.apis;
+
+    // Ended through A: refused through B, and closed on the relay that validates through B.
+    let token = api.login("ann", PASSWORD, &key).await.unwrap().token;
+    let mut ws = connect(&relay_ws_url(&topology, 2), &token).await.unwrap();
+    let http = reqwest::Client::new();
+    let logout = http.delete(a.url("/session")).bearer_auth(&token);
+    assert_eq!(logout.send().await.unwrap().status(), 204);
+    let mut tokens = TokensClient::connect(b.grpc_url()).await.unwrap();
+    let refused = tokens
+        .validate_token(ValidateTokenRequest {
+            token: token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let code = tokio::time::timeout(Duration::from_secs(1), ws.closed_with())
+        .await
+        .expect("closed within one second");
+    assert_eq!(code, 4001);
+
+    // A stops while logins, lookups and upgrades go through the load balancer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(load(topology.url(""), topology.lb, key.clone(), stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for instance in &topology.apis {
+        assert!(instance.logins().await > 0, "the load reaches both instances");
+    }
+    topology.apis[0].stop().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut answered = 0;
+    for task in load {
+        let outcomes = task.await.unwrap();
+        let failed: Vec<_> = outcomes.iter().filter(|o| !o.ok).collect();
+        assert!(failed.is_empty(), "while A stopped: {failed:?}");
+        answered += outcomes.len();
+    }
+    assert!(answered >= 10, "the load ran: {answered} requests");
+
+    // Every relay still validates new sessions, each through what is left.
+    let token = api.login("ann", PASSWORD, &key).await.unwrap().token;
+    for i in 0..3 {
+        let upgrade = connect(&relay_ws_url(&topology, i), &token).await;
+        assert!(upgrade.is_ok(), "relay {i}: {:?}", upgrade.err());
+    }
+}
+
+fn relay_ws_url(topology: &Topology, i: usize) -> String {
+    format!("ws://{}:{}/ws", relay_ip(i), topology.relay_port)
+}
+
+async fn connect(url: &str, token: &str) -> Result<support::ws::Ws, support::ws::Refused> {
+    let mut ws = support::ws::connect(url, token, support::ws::Presented::Header).await?;
+    ws.welcome().await;
+    Ok(ws)
+}
+
+#[derive(Debug)]
+struct Outcome {
+    what: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+/// Logins, key lookups and WebSocket upgrades through the load balancer, one after another,
+/// until `stop`; what each gave.
+async fn load(base: String, lb: u16, key: String, stop: Arc<AtomicBool>) -> Vec<Outcome> {
+    let api = Api::new(base);
+    let mut outcomes = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let login = api.login("ann", PASSWORD, &key).await;
+        outcomes.push(Outcome {
+            what: "login",
+            ok: login.is_ok(),
+            detail: format!("{:?}", login.as_ref().err()),
+        });
+        let lookup = api.public_key("ann").await;
+        outcomes.push(Outcome {
+            what: "lookup",
+            ok: lookup.is_ok(),
+            detail: format!("{:?}", lookup.err()),
+        });
+        if let Ok(login) = login {
+            let upgrade = connect(&format!("ws://127.0.0.1:{lb}/ws"), &login.token).await;
+            outcomes.push(Outcome {
+                what: "upgrade",
+                ok: upgrade.is_ok(),
+                detail: format!("{:?}", upgrade.err()),
+            });
+        }
+    }
+    outcomes
 }

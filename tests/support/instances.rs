@@ -90,12 +90,20 @@ impl Instance {
 
     /// How many `ValidateToken` calls it answered from its cache.
     pub async fn cached_validations(&self) -> u64 {
+        self.counter("ilo_api_token_validations_total{outcome=\"cached\"}")
+            .await
+    }
+
+    /// How many logins succeeded through it.
+    pub async fn logins(&self) -> u64 {
+        self.counter("ilo_api_logins_total{outcome=\"success\"}").await
+    }
+
+    async fn counter(&self, name: &str) -> u64 {
         let metrics = super::text_of(&self.url("/metrics")).await;
         metrics
             .lines()
-            .find_map(|line| {
-                line.strip_prefix("ilo_api_token_validations_total{outcome=\"cached\"} ")
-            })
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
             .map_or(0, |n| n.parse().unwrap())
     }
 

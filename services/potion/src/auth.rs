@@ -103,13 +103,19 @@ impl Auth {
             return Err(AuthError::Invalid);
         }
         let started = Instant::now();
-        let reply = self
-            .client
-            .clone()
-            .validate_token(ValidateTokenRequest {
+        let ask = || {
+            let mut client = self.client.clone();
+            let request = ValidateTokenRequest {
                 token: token.to_owned(),
-            })
-            .await;
+            };
+            async move { client.validate_token(request).await }
+        };
+        let reply = match ask().await {
+            // The instance this relay was connected to went away: the channel connects again,
+            // resolving the name anew, so one more try reaches another instance.
+            Err(status) if status.code() == tonic::Code::Unavailable => ask().await,
+            reply => reply,
+        };
         self.metrics
             .validation_seconds
             .observe(started.elapsed().as_secs_f64());
