@@ -227,7 +227,10 @@ async fn with_redis_revocations_are_also_published_there() {
     let payload: serde_json::Value =
         serde_json::from_str(&message.get_payload::<String>().unwrap()).unwrap();
     assert_eq!(payload["session_ids"], json!([session]));
-    assert!(payload["origin"].is_string(), "names the instance: {payload}");
+    assert!(
+        payload["origin"].is_string(),
+        "names the instance: {payload}"
+    );
     assert!(
         !payload.to_string().contains(&token),
         "the token itself never travels"

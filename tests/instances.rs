@@ -74,7 +74,10 @@ impl Pair {
             .unwrap();
         let status = reply.status().as_u16();
         let body: Value = reply.json().await.unwrap();
-        (status, body["token"].as_str().unwrap_or_default().to_owned())
+        (
+            status,
+            body["token"].as_str().unwrap_or_default().to_owned(),
+        )
     }
 
     async fn token(&self, name: &str) -> String {
@@ -157,7 +160,10 @@ async fn an_instance_that_stops_hearing_the_others_trusts_no_cache_and_ends_its_
     // While B hears the others, its cache answers: a session deleted behind its back (no
     // revocation published) is still accepted from it.
     pair.delete_sessions_behind_their_backs("ann");
-    assert!(validate(&pair.b, &ann).await.is_ok(), "answered from B's cache");
+    assert!(
+        validate(&pair.b, &ann).await.is_ok(),
+        "answered from B's cache"
+    );
     let mut watch = tokens(&pair.b)
         .await
         .watch_revocations(WatchRevocationsRequest {})
@@ -228,7 +234,10 @@ async fn with_redis_down_logins_and_validation_go_on_and_each_instance_still_lim
 
     let (status, token) = pair.log_in(&pair.a, "ann", PASSWORD, &key).await;
     assert_eq!(status, 200, "logins go on");
-    assert!(validate(&pair.b, &token).await.is_ok(), "validation goes on");
+    assert!(
+        validate(&pair.b, &token).await.is_ok(),
+        "validation goes on"
+    );
     assert_eq!(pair.log_out(&pair.a, &token).await, 204);
     assert_eq!(
         validate(&pair.b, &token).await,

@@ -26,8 +26,8 @@ use ilo_client::rest::Api;
 use ilo_proto::v1::ValidateTokenRequest;
 use ilo_proto::v1::tokens_client::TokensClient;
 use support::dns::Dns;
-use support::postgres::free_port;
 use support::instances::Instance;
+use support::postgres::free_port;
 use support::process::{Process, service};
 use support::redis::PrivateRedis;
 use support::{Backend, TestDb};
@@ -457,11 +457,21 @@ async fn two_api_instances_end_sessions_together_and_one_can_stop_under_load() {
     // A stops while logins, lookups and upgrades go through the load balancer.
     let stop = Arc::new(AtomicBool::new(false));
     let load: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(load(topology.url(""), topology.lb, key.clone(), stop.clone())))
+        .map(|_| {
+            tokio::spawn(load(
+                topology.url(""),
+                topology.lb,
+                key.clone(),
+                stop.clone(),
+            ))
+        })
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     for instance in &topology.apis {
-        assert!(instance.logins().await > 0, "the load reaches both instances");
+        assert!(
+            instance.logins().await > 0,
+            "the load reaches both instances"
+        );
     }
     topology.apis[0].stop().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -469,7 +479,7 @@ async fn two_api_instances_end_sessions_together_and_one_can_stop_under_load() {
     let mut answered = 0;
     for task in load {
         let outcomes = task.await.unwrap();
-        let failed: Vec<_> = outcomes.iter().filter(|o| !o.ok).collect();
+        let failed: Vec<_> = outcomes.iter().filter(|o| o.is_err()).collect();
         assert!(failed.is_empty(), "while A stopped: {failed:?}");
         answered += outcomes.len();
     }
@@ -493,38 +503,29 @@ async fn connect(url: &str, token: &str) -> Result<support::ws::Ws, support::ws:
     Ok(ws)
 }
 
-#[derive(Debug)]
-struct Outcome {
-    what: &'static str,
-    ok: bool,
-    detail: String,
-}
-
 /// Logins, key lookups and WebSocket upgrades through the load balancer, one after another,
-/// until `stop`; what each gave.
-async fn load(base: String, lb: u16, key: String, stop: Arc<AtomicBool>) -> Vec<Outcome> {
+/// until `stop`; what each gave (`Err` says which failed, and how).
+async fn load(
+    base: String,
+    lb: u16,
+    key: String,
+    stop: Arc<AtomicBool>,
+) -> Vec<Result<(), String>> {
     let api = Api::new(base);
     let mut outcomes = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let login = api.login("ann", PASSWORD, &key).await;
-        outcomes.push(Outcome {
-            what: "login",
-            ok: login.is_ok(),
-            detail: format!("{:?}", login.as_ref().err()),
-        });
+        outcomes.push(
+            login
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| format!("login: {e}")),
+        );
         let lookup = api.public_key("ann").await;
-        outcomes.push(Outcome {
-            what: "lookup",
-            ok: lookup.is_ok(),
-            detail: format!("{:?}", lookup.err()),
-        });
+        outcomes.push(lookup.map(|_| ()).map_err(|e| format!("lookup: {e}")));
         if let Ok(login) = login {
             let upgrade = connect(&format!("ws://127.0.0.1:{lb}/ws"), &login.token).await;
-            outcomes.push(Outcome {
-                what: "upgrade",
-                ok: upgrade.is_ok(),
-                detail: format!("{:?}", upgrade.err()),
-            });
+            outcomes.push(upgrade.map(|_| ()).map_err(|e| format!("upgrade: {e:?}")));
         }
     }
     outcomes

@@ -41,12 +41,42 @@ pub struct Options {
     /// The ilo-api binary (default: next to this one).
     #[arg(long)]
     ilo_api: Option<PathBuf>,
+    /// ilo-api instances, sharing `--database-url` (PostgreSQL) and `--redis-url`; REST goes
+    /// through nginx (round robin), gRPC callers are spread over the instances.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// Redis shared by the instances (revocations and limits).
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Put nginx in front even of one instance (to compare with several on equal terms).
+    #[arg(long)]
+    nginx: bool,
 }
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
-    let server = Server::start(&options)?;
+    if options.instances > 1 && (options.redis_url.is_none() || options.database_url.is_none()) {
+        anyhow::bail!("several instances need --database-url (PostgreSQL) and --redis-url");
+    }
+    let dir = std::env::temp_dir().join(format!("ilo-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let _cleanup = RemoveOnDrop(dir.clone());
     let http = reqwest::Client::new();
-    let base = format!("http://{}", server.http);
+    let mut servers = Vec::new();
+    for _ in 0..options.instances.max(1) {
+        let server = Server::start(&options, &dir)?;
+        wait_ready(&http, &format!("http://{}", server.http)).await?;
+        servers.push(server);
+    }
+    let front = if options.nginx || servers.len() > 1 {
+        let addresses: Vec<&str> = servers.iter().map(|s| s.http.as_str()).collect();
+        Some(Nginx::start(&dir, &addresses)?)
+    } else {
+        None
+    };
+    let base = match &front {
+        Some(nginx) => format!("http://{}", nginx.addr),
+        None => format!("http://{}", servers[0].http),
+    };
     wait_ready(&http, &base).await?;
     let window = Duration::from_secs(options.seconds);
 
@@ -96,7 +126,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .await?;
     let token = reply["token"].as_str().unwrap_or_default().to_owned();
     let mut channels = Vec::new();
-    for _ in 0..options.grpc_channels.max(1) {
+    for i in 0..options.grpc_channels.max(servers.len()) {
+        let server = &servers[i % servers.len()];
         channels.push(TokensClient::connect(format!("http://{}", server.grpc)).await?);
     }
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -113,23 +144,17 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     .await;
 
     let memory = if options.memory_logins > 0 {
-        Some(
-            login_memory(
-                &http,
-                &base,
-                &login,
-                server.child.id(),
-                options.memory_logins,
-            )
-            .await,
-        )
+        let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+        Some(login_memory(&http, &base, &login, &pids, options.memory_logins).await)
     } else {
         None
     };
 
     let seconds = window.as_secs_f64();
     let report = json!({
-        "rss_mib_before_after_half_after_logins": memory,
+        "instances": servers.len(),
+        "through_nginx": front.is_some(),
+        "rss_mib_before_half_after_logins_per_instance": memory,
         "post_key_per_s": round(keys as f64 / seconds, 0),
         "logins_per_s": round(logins as f64 / seconds, 1),
         "login_p50_ms": round(login_latency.quantile_ms(0.5), 2),
@@ -141,23 +166,27 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         "validate_token_per_s": round(validations as f64 / seconds, 0),
         "validate_token_p50_ms": round(validation_latency.quantile_ms(0.5), 3),
         "validate_token_p99_ms": round(validation_latency.quantile_ms(0.99), 3),
-        "database": server.database,
+        "database": servers[0].database,
         "cpus": std::thread::available_parallelism().map_or(0, usize::from),
     });
     println!("{report}");
     Ok(())
 }
 
-/// `logins` correct logins, 8 at a time; ilo-api's RSS in MiB before, halfway and after.
+/// `logins` correct logins, 8 at a time; each instance's RSS in MiB before, halfway and after.
 async fn login_memory(
     http: &reqwest::Client,
     base: &str,
     body: &serde_json::Value,
-    pid: u32,
+    pids: &[u32],
     logins: usize,
-) -> [f64; 3] {
+) -> Vec<[f64; 3]> {
     use futures_util::StreamExt as _;
-    let rss = || round(crate::proc::rss_bytes(pid) as f64 / (1024.0 * 1024.0), 1);
+    let rss = || -> Vec<f64> {
+        pids.iter()
+            .map(|pid| round(crate::proc::rss_bytes(*pid) as f64 / (1024.0 * 1024.0), 1))
+            .collect()
+    };
     let half = || {
         futures_util::stream::iter(0..logins / 2).for_each_concurrent(8, |_| async {
             let _ = http.put(format!("{base}/user")).json(body).send().await;
@@ -167,7 +196,10 @@ async fn login_memory(
     half().await;
     let halfway = rss();
     half().await;
-    [before, halfway, rss()]
+    let after = rss();
+    (0..pids.len())
+        .map(|i| [before[i], halfway[i], after[i]])
+        .collect()
 }
 
 /// Runs `callers` loops of `call` for `window`; successful calls and their latencies.
@@ -262,23 +294,24 @@ struct Server {
     http: String,
     grpc: String,
     database: String,
-    _dir: Option<PathBuf>,
 }
 
 impl Server {
-    fn start(options: &Options) -> anyhow::Result<Self> {
+    fn start(options: &Options, dir: &std::path::Path) -> anyhow::Result<Self> {
         let binary = match &options.ilo_api {
             Some(path) => path.clone(),
             None => std::env::current_exe()?.with_file_name("ilo-api"),
         };
-        let dir = std::env::temp_dir().join(format!("ilo-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
         let database = options
             .database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display()));
         let (http, grpc) = (free_addr()?, free_addr()?);
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        if let Some(redis) = &options.redis_url {
+            command.env("REDIS_URL", redis);
+        }
+        let child = command
             .env("ILO_HTTP_ADDR", &http)
             .env("ILO_GRPC_ADDR", &grpc)
             .env("DATABASE_URL", &database)
@@ -308,7 +341,6 @@ impl Server {
             http,
             grpc,
             database,
-            _dir: Some(dir),
         })
     }
 }
@@ -317,9 +349,54 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Some(dir) = &self._dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+    }
+}
+
+/// nginx balancing REST over the instances, round robin, as `deploy/nginx.conf` does.
+struct Nginx {
+    child: Child,
+    addr: String,
+}
+
+impl Nginx {
+    fn start(dir: &std::path::Path, instances: &[&str]) -> anyhow::Result<Self> {
+        let addr = free_addr()?;
+        let servers: String = instances.iter().map(|a| format!("server {a};")).collect();
+        let conf = format!(
+            "master_process off;\nerror_log stderr warn;\nevents {{ worker_connections 4096; }}\n\
+             http {{ access_log off;\n upstream api {{ {servers} keepalive 64; }}\n\
+             server {{ listen {addr}; location / {{ proxy_pass http://api;\n\
+             proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}\n"
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf)?;
+        let child = Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(dir)
+            .args(["-e", "stderr", "-c"])
+            .arg(&path)
+            .args(["-g", "daemon off; pid nginx.pid;"])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!("cannot start nginx: {e} (apt-get install nginx-light)")
+            })?;
+        Ok(Self { child, addr })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

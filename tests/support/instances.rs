@@ -96,7 +96,8 @@ impl Instance {
 
     /// How many logins succeeded through it.
     pub async fn logins(&self) -> u64 {
-        self.counter("ilo_api_logins_total{outcome=\"success\"}").await
+        self.counter("ilo_api_logins_total{outcome=\"success\"}")
+            .await
     }
 
     async fn counter(&self, name: &str) -> u64 {

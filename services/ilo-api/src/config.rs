@@ -154,7 +154,7 @@ impl fmt::Display for Secret {
 }
 
 /// `scheme://user:password@host` → `scheme://user:***@host`; a query (which may hold a password) is masked too.
-pub fn mask_url(url: &str) -> String {
+pub(crate) fn mask_url(url: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((base, _)) => (base, "?***"),
         None => (url, ""),

@@ -9,37 +9,58 @@ use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 
 /// Username length in characters (Unicode scalar values after NFC).
-pub const USERNAME_CHARS: std::ops::RangeInclusive<usize> = 3..=32;
+pub(crate) const USERNAME_CHARS: std::ops::RangeInclusive<usize> = 3..=32;
 /// Password length in characters.
-pub const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 8..=128;
+pub(crate) const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 8..=128;
 /// Size of a decoded public key in bytes.
-pub const PUBLIC_KEY_BYTES: std::ops::RangeInclusive<usize> = 32..=2048;
+pub(crate) const PUBLIC_KEY_BYTES: std::ops::RangeInclusive<usize> = 32..=2048;
 
 /// One broken rule: the field it concerns and a sentence a person can read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Violation {
+pub(crate) struct Violation {
     pub field: &'static str,
     pub message: String,
+    /// Which kind of rule, for the reply's `code`; the message is for people only.
+    #[serde(skip)]
+    pub kind: Rule,
+}
+
+/// The kinds of rule a field can break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rule {
+    /// The field is absent.
+    Missing,
+    /// The field is there and breaks a rule of its own.
+    Broken,
 }
 
 impl Violation {
-    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &'static str, message: impl Into<String>) -> Self {
         Self {
             field,
             message: message.into(),
+            kind: Rule::Broken,
+        }
+    }
+
+    pub(crate) fn missing(field: &'static str) -> Self {
+        Self {
+            field,
+            message: format!("{field} is required"),
+            kind: Rule::Missing,
         }
     }
 }
 
 /// A username as shown (NFC) and the key that makes uniqueness ignore case.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Username {
+pub(crate) struct Username {
     display: String,
     key: String,
 }
 
 impl Username {
-    pub fn parse(raw: &str) -> Result<Self, Vec<Violation>> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, Vec<Violation>> {
         let display: String = raw.nfc().collect();
         let mut broken = Vec::new();
         let chars = display.chars().count();
@@ -88,26 +109,26 @@ impl Username {
 
     /// What uniqueness compares beyond case: the confusable skeleton (UTS #39) of the folded
     /// name, so that `alice` and `аlice` (Cyrillic а) cannot both exist.
-    pub fn skeleton(&self) -> String {
+    pub(crate) fn skeleton(&self) -> String {
         Self::skeleton_of(&self.key)
     }
 
-    pub fn skeleton_of(key: &str) -> String {
+    pub(crate) fn skeleton_of(key: &str) -> String {
         unicode_security::skeleton(key).collect()
     }
 
     /// The lookup key of any string: NFC, then Unicode case folding, then NFC again
     /// (folding can denormalise). Used at login too, where no rule is checked.
-    pub fn key_of(raw: &str) -> String {
+    pub(crate) fn key_of(raw: &str) -> String {
         let nfc: String = raw.nfc().collect();
         caseless::default_case_fold_str(&nfc).nfc().collect()
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.display
     }
 
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         &self.key
     }
 }
@@ -135,10 +156,10 @@ fn is_visible(c: char) -> bool {
 }
 
 /// A password that meets the strength rules. Deliberately not `Debug`: it must never be printed.
-pub struct Password(String);
+pub(crate) struct Password(String);
 
 impl Password {
-    pub fn parse(raw: String) -> Result<Self, Vec<Violation>> {
+    pub(crate) fn parse(raw: String) -> Result<Self, Vec<Violation>> {
         let mut broken = Vec::new();
         let chars = raw.chars().count();
         if !PASSWORD_CHARS.contains(&chars) {
@@ -180,13 +201,13 @@ impl Password {
         }
     }
 
-    pub fn into_inner(self) -> String {
+    pub(crate) fn into_inner(self) -> String {
         self.0
     }
 }
 
 /// True when a password is too long to be worth hashing; checked before any hashing.
-pub fn password_too_long(raw: &str) -> bool {
+pub(crate) fn password_too_long(raw: &str) -> bool {
     // Byte length bounds the char count from above, so this is cheap for the common case.
     raw.len() > *PASSWORD_CHARS.end() && raw.chars().count() > *PASSWORD_CHARS.end()
 }
@@ -202,10 +223,10 @@ fn is_special(c: char) -> bool {
 
 /// A public key: base64 (standard or URL-safe, padding optional) of 32 to 2048 bytes, kept as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublicKey(String);
+pub(crate) struct PublicKey(String);
 
 impl PublicKey {
-    pub fn parse(raw: String) -> Result<Self, Vec<Violation>> {
+    pub(crate) fn parse(raw: String) -> Result<Self, Vec<Violation>> {
         // Longest valid text: 2048 bytes in padded base64.
         let max_text = PUBLIC_KEY_BYTES.end().div_ceil(3) * 4;
         let decoded = if raw.len() > max_text {
@@ -226,7 +247,7 @@ impl PublicKey {
         }
     }
 
-    pub fn into_inner(self) -> String {
+    pub(crate) fn into_inner(self) -> String {
         self.0
     }
 }
@@ -240,13 +261,13 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 }
 
 /// A room-independent check every body field shares: present, else a violation.
-pub fn required<T>(
+pub(crate) fn required<T>(
     field: &'static str,
     value: Option<T>,
     broken: &mut Vec<Violation>,
 ) -> Option<T> {
     if value.is_none() {
-        broken.push(Violation::new(field, format!("{field} is required")));
+        broken.push(Violation::missing(field));
     }
     value
 }

@@ -16,13 +16,13 @@ use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
 use crate::metrics::{Metrics, OutcomeLabels};
-use crate::store::Store;
 use crate::sessions::{Heard, Sessions};
+use crate::store::Store;
 
 /// How often the health service re-checks the database.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
-pub struct TokenService {
+pub(crate) struct TokenService {
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
     /// Changes once, at shutdown, to end the revocation streams so the server can stop.
@@ -107,9 +107,8 @@ impl TokensApi for TokenService {
         let mut stopping = self.stopping.clone();
         let stream = futures_util::stream::unfold(Some(revocations), |receiver| async move {
             let mut receiver = receiver?;
-            let missed = || {
-                Status::data_loss("revocations were missed; re-validate and watch again")
-            };
+            let missed =
+                || Status::data_loss("revocations were missed; re-validate and watch again");
             match receiver.recv().await {
                 Ok(Heard::Revoked(ids)) => Some((
                     Ok(Revocation {
@@ -133,7 +132,7 @@ impl TokensApi for TokenService {
 }
 
 /// Serves gRPC on `listener` until `stopping` turns true.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     sessions: Arc<Sessions>,
     store: Store,

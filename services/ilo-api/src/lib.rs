@@ -3,19 +3,21 @@
 //! `domain` validates and does no I/O; `store` owns diesel; `passwords` and `sessions` build on
 //! them; `http` and `grpc` are peers that never import each other; `startup` wires it all.
 
-pub mod config;
-pub mod domain;
+#![warn(unreachable_pub)]
+
+mod config;
+mod domain;
 mod grpc;
 mod http;
 mod limits;
 mod metrics;
-pub mod passwords;
-pub mod secrets;
+mod passwords;
+mod revocations;
+mod secrets;
+mod sessions;
 mod startup;
 mod state;
-mod revocations;
-mod sessions;
-pub mod store;
+mod store;
 
 pub use config::Config;
 pub use revocations::CHANNEL as REVOCATIONS_CHANNEL;

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 const MAX_WAITING: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
-pub enum HashError {
+pub(crate) enum HashError {
     #[error("the password hashing pool is saturated")]
     Busy,
     #[error("this client has too many logins in progress")]
@@ -26,7 +26,7 @@ pub enum HashError {
 /// blocking pool, every thread that ever hashed kept its own 19 MiB: gigabytes under a login
 /// storm). Up to [`MAX_WAITING`] more wait their turn.
 #[derive(Clone)]
-pub struct Passwords {
+pub(crate) struct Passwords {
     /// At most [`MAX_WAITING`] jobs wait here; each thread holds the one it runs.
     jobs: mpsc::SyncSender<Job>,
     /// Verified against when the user does not exist, so that costs the same as a wrong password.
@@ -40,7 +40,7 @@ pub struct Passwords {
 type Job = Box<dyn FnOnce(&mut Hasher) + Send>;
 
 impl Passwords {
-    pub fn new(threads: usize, per_client: usize) -> anyhow::Result<Self> {
+    pub(crate) fn new(threads: usize, per_client: usize) -> anyhow::Result<Self> {
         let threads = threads.max(1);
         let (jobs, queue) = mpsc::sync_channel::<Job>(MAX_WAITING);
         let queue = Arc::new(Mutex::new(queue));
@@ -70,7 +70,7 @@ impl Passwords {
 
     /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) for `password`, hashed on behalf of
     /// `client` (its address).
-    pub async fn hash(&self, password: String, client: &str) -> Result<String, HashError> {
+    pub(crate) async fn hash(&self, password: String, client: &str) -> Result<String, HashError> {
         self.run(client, move |hasher| {
             hasher
                 .hash(&password)
@@ -80,7 +80,7 @@ impl Passwords {
     }
 
     /// Whether `password` matches `hash`; with no hash, verifies against a dummy and says no.
-    pub async fn verify(
+    pub(crate) async fn verify(
         &self,
         password: String,
         hash: Option<String>,

@@ -9,32 +9,32 @@ const TOKEN_BYTES: usize = 32;
 
 /// A new session token: URL-safe base64 without padding, so it can travel as a WebSocket
 /// subprotocol (`bearer.<token>`).
-pub fn new_token() -> anyhow::Result<String> {
+pub(crate) fn new_token() -> anyhow::Result<String> {
     let mut bytes = [0u8; TOKEN_BYTES];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// A new API key: a random (v4) UUID.
-pub fn new_api_key() -> String {
+pub(crate) fn new_api_key() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
 /// The canonical form of an API key, or `None` when it cannot be one we issued.
-pub fn canonical_api_key(raw: &str) -> Option<String> {
+pub(crate) fn canonical_api_key(raw: &str) -> Option<String> {
     uuid::Uuid::parse_str(raw.trim())
         .ok()
         .map(|u| u.hyphenated().to_string())
 }
 
 /// The digest of an API key as the database keeps it, or `None` when `raw` cannot be a key.
-pub fn api_key_digest(raw: &str) -> Option<String> {
+pub(crate) fn api_key_digest(raw: &str) -> Option<String> {
     canonical_api_key(raw).map(|key| digest(&key))
 }
 
 /// What the database keeps of a token or key. Both carry ≥ 122 random bits, so a fast hash is
 /// enough: nobody can search that space, and validation stays cheap on the hot path.
-pub fn digest(secret: &str) -> String {
+pub(crate) fn digest(secret: &str) -> String {
     let hash = Sha256::digest(secret.as_bytes());
     let mut hex = String::with_capacity(64);
     for byte in hash {
@@ -44,7 +44,7 @@ pub fn digest(secret: &str) -> String {
 }
 
 /// Reads `Authorization: Bearer <token>`.
-pub fn bearer(header: Option<&str>) -> Option<&str> {
+pub(crate) fn bearer(header: Option<&str>) -> Option<&str> {
     let value = header?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();

@@ -18,10 +18,10 @@ use crate::config::Config;
 use crate::limits::{self, Limits, Settings};
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
-use crate::state::AppState;
-use crate::store::{self, Database, Store};
 use crate::revocations::{self, Publisher};
 use crate::sessions::{Sessions, unix_now};
+use crate::state::AppState;
+use crate::store::{self, Database, Store};
 use crate::{grpc, http};
 
 /// How long a Redis command may take before Redis counts as unreachable for it.

@@ -1,15 +1,15 @@
 //! What request handlers share: the store, the hashing pool, sessions, limits and metrics.
 
-use std::sync::Arc;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
-use crate::store::Store;
 use crate::sessions::Sessions;
+use crate::store::Store;
 use ilo_runtime::proxies::IpNet;
+use std::sync::Arc;
 
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub store: Store,
     pub passwords: Passwords,
     pub sessions: Arc<Sessions>,

@@ -33,7 +33,7 @@ const REVOKED_FOR: Duration = Duration::from_secs(120);
 const REVOKED_CAPACITY: u64 = 100_000;
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     /// Unknown, expired or revoked.
     Invalid,
     /// ilo-api did not answer and the token is not known to be valid.
@@ -43,7 +43,7 @@ pub enum AuthError {
 /// Keys are SHA-256 digests of tokens, so the relay's memory holds no usable token.
 type TokenKey = [u8; 32];
 
-pub struct Auth {
+pub(crate) struct Auth {
     channel: Channel,
     client: TokensClient<Channel>,
     /// Valid tokens. Trusted only while the revocation stream is open: a revocation missed
@@ -65,7 +65,7 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(ilo_grpc_url: &str, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub(crate) fn new(ilo_grpc_url: &str, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let channel = Endpoint::from_shared(ilo_grpc_url.to_owned())?
             .connect_timeout(DEADLINE)
             .timeout(DEADLINE)
@@ -85,11 +85,11 @@ impl Auth {
     }
 
     /// The connection to ilo-api's gRPC port, shared by every client built on it.
-    pub fn channel(&self) -> Channel {
+    pub(crate) fn channel(&self) -> Channel {
         self.channel.clone()
     }
 
-    pub async fn validate(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
+    pub(crate) async fn validate(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
         let key: TokenKey = Sha256::digest(token.as_bytes()).into();
         let now = unix_now();
         if self.watching.load(Ordering::Acquire)
@@ -149,7 +149,7 @@ impl Auth {
     }
 
     /// Forgets revoked sessions, and remembers them for a while: see [`Auth::is_revoked`].
-    pub fn forget(&self, session_ids: &[String]) {
+    pub(crate) fn forget(&self, session_ids: &[String]) {
         let _deciding = self.decide();
         for id in session_ids {
             self.revoked.insert(id.clone(), ());
@@ -161,7 +161,7 @@ impl Auth {
 
     /// Whether the session was revoked lately. A connection checks it once it is registered in
     /// the hub: a revocation heard before that is caught here, one heard after closes it there.
-    pub fn is_revoked(&self, session_id: &str) -> bool {
+    pub(crate) fn is_revoked(&self, session_id: &str) -> bool {
         self.revoked.contains_key(session_id)
     }
 
@@ -172,7 +172,7 @@ impl Auth {
     /// Follows ilo-api's revocation stream until `stopping`, closing revoked sessions' connections
     /// with 4001. Each time the stream (re)opens, revocations may have been missed, so every
     /// cached token is dropped and every live connection's session re-validated.
-    pub async fn follow_revocations(
+    pub(crate) async fn follow_revocations(
         self: Arc<Self>,
         hub: Arc<Hub>,
         mut stopping: watch::Receiver<bool>,
@@ -261,4 +261,4 @@ where
         .build()
 }
 
-pub use ilo_runtime::unix_seconds as unix_now;
+pub(crate) use ilo_runtime::unix_seconds as unix_now;

@@ -22,10 +22,10 @@ use crate::rooms::{Ask, Outgoing, Refused};
 use crate::socket::{self, Incoming, Received};
 
 /// Largest WebSocket message accepted; larger closes the connection with 1009.
-pub const MAX_MESSAGE: usize = 64 * 1024;
+pub(crate) const MAX_MESSAGE: usize = 64 * 1024;
 
 /// Starts the connection's reader; the welcome frame is the first thing it sends.
-pub fn start(
+pub(crate) fn start(
     relay: Arc<Relay>,
     identity: Arc<Identity>,
     outbox: Arc<Outbox>,

@@ -19,11 +19,11 @@ use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::rooms::envelope::{Arrival, Kind, Place};
 
-pub type ConnId = u64;
+pub(crate) type ConnId = u64;
 
 /// Who is behind a connection, as ilo-api vouched.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub user_id: String,
     pub username: String,
     pub public_key: String,
@@ -33,7 +33,7 @@ pub struct Identity {
 }
 
 /// A connection as the hub knows it: where to put its frames (and its close code).
-pub struct ConnHandle {
+pub(crate) struct ConnHandle {
     pub outbox: Arc<Outbox>,
     pub identity: Arc<Identity>,
 }
@@ -96,14 +96,14 @@ struct State {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum JoinError {
+pub(crate) enum JoinError {
     TooManyRooms,
     UnknownConnection,
 }
 
 /// What a join changed locally.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Joined {
+pub(crate) struct Joined {
     pub already_member: bool,
     /// The room had no member on this relay before: subscribe to it.
     pub room_was_empty: bool,
@@ -113,7 +113,7 @@ pub struct Joined {
 
 /// What a leave changed locally.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Left {
+pub(crate) struct Left {
     pub room: Arc<str>,
     /// No member is left on this relay: unsubscribe.
     pub room_now_empty: bool,
@@ -125,13 +125,13 @@ pub struct Left {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Hole(pub Place);
 
-pub struct Hub {
+pub(crate) struct Hub {
     state: Mutex<State>,
     metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             state: Mutex::new(State::default()),
             metrics,
@@ -144,7 +144,7 @@ impl Hub {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn register(&self, id: ConnId, handle: ConnHandle) {
+    pub(crate) fn register(&self, id: ConnId, handle: ConnHandle) {
         self.lock().conns.insert(
             id,
             Conn {
@@ -156,7 +156,7 @@ impl Hub {
     }
 
     /// Removes a connection; what each of its rooms lost.
-    pub fn unregister(&self, id: ConnId) -> Vec<Left> {
+    pub(crate) fn unregister(&self, id: ConnId) -> Vec<Left> {
         let mut state = self.lock();
         let Some(conn) = state.conns.remove(&id) else {
             return Vec::new();
@@ -175,7 +175,12 @@ impl Hub {
     }
 
     /// Adds the connection to the room, pending: the room's frames wait for [`Hub::admit`].
-    pub fn join(&self, id: ConnId, room: &str, max_rooms: usize) -> Result<Joined, JoinError> {
+    pub(crate) fn join(
+        &self,
+        id: ConnId,
+        room: &str,
+        max_rooms: usize,
+    ) -> Result<Joined, JoinError> {
         let mut state = self.lock();
         let State { conns, rooms } = &mut *state;
         let conn = conns.get_mut(&id).ok_or(JoinError::UnknownConnection)?;
@@ -265,7 +270,7 @@ impl Hub {
     }
 
     /// `None` when the connection was not in the room.
-    pub fn leave(&self, id: ConnId, room: &str) -> Option<Left> {
+    pub(crate) fn leave(&self, id: ConnId, room: &str) -> Option<Left> {
         let mut state = self.lock();
         let conn = state.conns.get_mut(&id)?;
         let key = conn.rooms.take(room)?;
@@ -277,7 +282,7 @@ impl Hub {
         left
     }
 
-    pub fn is_member(&self, id: ConnId, room: &str) -> bool {
+    pub(crate) fn is_member(&self, id: ConnId, room: &str) -> bool {
         self.lock()
             .conns
             .get(&id)
@@ -285,7 +290,7 @@ impl Hub {
     }
 
     /// The room's members on this relay, one entry per user.
-    pub fn local_members(&self, room: &str) -> Vec<ilo_protocol::Member> {
+    pub(crate) fn local_members(&self, room: &str) -> Vec<ilo_protocol::Member> {
         let state = self.lock();
         let Some(room) = state.rooms.get(room) else {
             return Vec::new();
@@ -308,7 +313,7 @@ impl Hub {
     }
 
     /// Every (room, identity) present on this relay: what its presence leases cover.
-    pub fn presence(&self) -> Vec<(Arc<str>, Arc<Identity>)> {
+    pub(crate) fn presence(&self) -> Vec<(Arc<str>, Arc<Identity>)> {
         let state = self.lock();
         let mut seen = HashSet::new();
         let mut out = Vec::new();
@@ -474,7 +479,7 @@ impl Hub {
     }
 
     /// Closes every connection whose session is in `session_ids` with `code`; how many.
-    pub fn close_sessions(&self, session_ids: &[String], code: u16) -> usize {
+    pub(crate) fn close_sessions(&self, session_ids: &[String], code: u16) -> usize {
         let wanted: HashSet<&str> = session_ids.iter().map(String::as_str).collect();
         let state = self.lock();
         let mut closed = 0;
@@ -488,14 +493,14 @@ impl Hub {
     }
 
     /// Closes every connection with `code` (shutdown: 1001).
-    pub fn close_all(&self, code: u16) {
+    pub(crate) fn close_all(&self, code: u16) {
         for conn in self.lock().conns.values() {
             conn.handle.outbox.close(code);
         }
     }
 
     /// The distinct sessions of live connections, to re-validate after missed revocations.
-    pub fn session_ids(&self) -> Vec<String> {
+    pub(crate) fn session_ids(&self) -> Vec<String> {
         let state = self.lock();
         let ids: HashSet<&String> = state
             .conns
@@ -506,11 +511,11 @@ impl Hub {
     }
 
     /// Rooms with a member on this relay.
-    pub fn rooms(&self) -> Vec<Arc<str>> {
+    pub(crate) fn rooms(&self) -> Vec<Arc<str>> {
         self.lock().rooms.keys().cloned().collect()
     }
 
-    pub fn connection_count(&self) -> usize {
+    pub(crate) fn connection_count(&self) -> usize {
         self.lock().conns.len()
     }
 }

@@ -2,11 +2,13 @@
 //! gRPC, keeps rooms of local connections in the `hub`, and fans messages out across relays
 //! through the `bus` (in process, or Redis pub/sub).
 
+#![warn(unreachable_pub)]
+
 mod auth;
 mod bucket;
 mod bus;
 mod caps;
-pub mod config;
+mod config;
 mod connection;
 mod hub;
 mod metrics;

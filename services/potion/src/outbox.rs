@@ -15,10 +15,10 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 
 /// Close code recorded when the HTTP side ended first (the client went away).
-pub const ABNORMAL: u16 = 1006;
+pub(crate) const ABNORMAL: u16 = 1006;
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// The queue holds its bound: the reader is too slow (4009).
     Full,
     /// The connection is closing.
@@ -27,14 +27,14 @@ pub enum Refused {
 
 /// What the response body gets next.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// The queued frames were moved into the batch.
     Frames,
     /// Send the close frame with this code; queued frames are dropped.
     Close(u16),
 }
 
-pub struct Outbox {
+pub(crate) struct Outbox {
     state: Mutex<State>,
     /// Wakes the reader when a close code is set.
     closing: Notify,
@@ -52,7 +52,7 @@ struct State {
 }
 
 impl Outbox {
-    pub fn new(bound: usize, slow_consumers: Counter) -> Self {
+    pub(crate) fn new(bound: usize, slow_consumers: Counter) -> Self {
         Self {
             state: Mutex::new(State::default()),
             closing: Notify::new(),
@@ -64,7 +64,7 @@ impl Outbox {
     /// Queues an encoded frame without waiting. The slow-consumer rule: a connection whose
     /// queue is full is closed with 4009, so that it slows neither its room nor the relay.
     /// Whether the frame was queued.
-    pub fn push(&self, frame: Bytes) -> bool {
+    pub(crate) fn push(&self, frame: Bytes) -> bool {
         match self.try_send(frame) {
             Ok(()) => true,
             Err(Refused::Full) => {
@@ -76,14 +76,14 @@ impl Outbox {
     }
 
     /// Closes the connection as a slow consumer (4009).
-    pub fn slow_consumer(&self) {
+    pub(crate) fn slow_consumer(&self) {
         if self.close(ilo_protocol::close::SLOW_CONSUMER) {
             self.slow_consumers.inc();
         }
     }
 
     /// How many frames it holds before the connection is a slow consumer.
-    pub fn bound(&self) -> usize {
+    pub(crate) fn bound(&self) -> usize {
         self.bound
     }
 
@@ -107,7 +107,7 @@ impl Outbox {
 
     /// Asks the connection to close with `code`; the first code asked for wins. Whether this
     /// call set it.
-    pub fn close(&self, code: u16) -> bool {
+    pub(crate) fn close(&self, code: u16) -> bool {
         let mut state = self.lock();
         if state.close.is_some() {
             return false;
@@ -124,12 +124,12 @@ impl Outbox {
         true
     }
 
-    pub fn close_code(&self) -> Option<u16> {
+    pub(crate) fn close_code(&self) -> Option<u16> {
         self.lock().close
     }
 
     /// Resolves once a close code is set: for the connection's reader.
-    pub async fn closed(&self) -> u16 {
+    pub(crate) async fn closed(&self) -> u16 {
         loop {
             if let Some(code) = self.close_code() {
                 return code;
@@ -140,7 +140,11 @@ impl Outbox {
 
     /// For the response body: moves everything queued into `batch` (which keeps its capacity),
     /// or reports the close code, or parks the body's task until one of them arrives.
-    pub fn poll_next(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Bytes>) -> Poll<Next> {
+    pub(crate) fn poll_next(
+        &self,
+        cx: &mut Context<'_>,
+        batch: &mut VecDeque<Bytes>,
+    ) -> Poll<Next> {
         let mut state = self.lock();
         if let Some(code) = state.close {
             return Poll::Ready(Next::Close(code));

@@ -11,11 +11,11 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::relay::Relay;
 use crate::startup::Readiness;
 
-pub async fn health() -> HttpResponse {
+pub(crate) async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-pub async fn ready(relay: web::Data<Arc<Relay>>) -> HttpResponse {
+pub(crate) async fn ready(relay: web::Data<Arc<Relay>>) -> HttpResponse {
     let readiness = readiness(&relay).await;
     if readiness.ready() {
         return HttpResponse::Ok().json(json!({"status": "ready", "bus": "up", "auth": "up"}));
@@ -32,7 +32,7 @@ pub async fn ready(relay: web::Data<Arc<Relay>>) -> HttpResponse {
         }))
 }
 
-pub async fn readiness(relay: &Relay) -> Readiness {
+pub(crate) async fn readiness(relay: &Relay) -> Readiness {
     Readiness {
         bus: relay.bus.is_up(),
         auth: auth_reachable(relay).await,
@@ -51,7 +51,7 @@ async fn auth_reachable(relay: &Relay) -> bool {
     )
 }
 
-pub async fn metrics(relay: web::Data<Arc<Relay>>) -> HttpResponse {
+pub(crate) async fn metrics(relay: web::Data<Arc<Relay>>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(relay.metrics.encode())

@@ -13,7 +13,7 @@ use crate::hub::{ConnId, Hub};
 use crate::metrics::Metrics;
 use crate::rooms::Rooms;
 
-pub struct Relay {
+pub(crate) struct Relay {
     pub config: Config,
     pub hub: Arc<Hub>,
     pub bus: Arc<dyn Bus>,
@@ -30,7 +30,7 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         hub: Arc<Hub>,
         bus: Arc<dyn Bus>,
@@ -66,16 +66,16 @@ impl Relay {
         }
     }
 
-    pub fn next_conn_id(&self) -> ConnId {
+    pub(crate) fn next_conn_id(&self) -> ConnId {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn next_message_id(&self) -> String {
+    pub(crate) fn next_message_id(&self) -> String {
         let n = self.next_message.fetch_add(1, Ordering::Relaxed);
         format!("{}-{n}", self.relay_id)
     }
 
-    pub fn is_stopping(&self) -> bool {
+    pub(crate) fn is_stopping(&self) -> bool {
         *self.stopping.borrow()
     }
 }

@@ -34,7 +34,7 @@ const MAX_CONTROL: usize = 125;
 /// Completes the handshake: the 101 response, whose body is the connection's outbox (written
 /// as [`Pace`] decides with `coalesce` as its longest wait), and the client's messages, each at
 /// most `max_message` bytes once fragments are put together.
-pub fn accept(
+pub(crate) fn accept(
     req: &HttpRequest,
     payload: web::Payload,
     protocol: Option<&'static str>,
@@ -58,15 +58,15 @@ pub fn accept(
 }
 
 /// A text frame, ready for the wire.
-pub fn text(json: &str) -> Bytes {
+pub(crate) fn text(json: &str) -> Bytes {
     encode(json.as_bytes(), OpCode::Text)
 }
 
-pub fn ping() -> Bytes {
+pub(crate) fn ping() -> Bytes {
     encode(b"", OpCode::Ping)
 }
 
-pub fn pong(payload: &[u8]) -> Bytes {
+pub(crate) fn pong(payload: &[u8]) -> Bytes {
     encode(&payload[..payload.len().min(MAX_CONTROL)], OpCode::Pong)
 }
 
@@ -213,7 +213,7 @@ impl Drop for Body {
 
 /// A message from the client, continuations put together.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Received {
+pub(crate) enum Received {
     Text(ByteString),
     Binary,
     Ping(Bytes),
@@ -223,7 +223,7 @@ pub enum Received {
 
 /// Why the client's stream ended in error.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// A frame, or a message's fragments together, over the limit.
     TooBig,
     InvalidUtf8,
@@ -233,7 +233,7 @@ pub enum ReadError {
 
 impl ReadError {
     /// The close code this error ends the connection with.
-    pub fn close_code(&self) -> u16 {
+    pub(crate) fn close_code(&self) -> u16 {
         match self {
             Self::TooBig => close::TOO_BIG,
             Self::InvalidUtf8 => 1007,
@@ -243,7 +243,7 @@ impl ReadError {
 }
 
 /// The client's messages, decoded from the request payload.
-pub struct Incoming {
+pub(crate) struct Incoming {
     payload: web::Payload,
     buf: BytesMut,
     codec: Codec,

@@ -18,7 +18,7 @@ use crate::relay::Relay;
 use crate::socket;
 
 #[derive(Debug, thiserror::Error)]
-pub enum UpgradeError {
+pub(crate) enum UpgradeError {
     #[error("{ROOM_RULE}")]
     BadRoom,
     #[error("the session token is missing, unknown, expired or revoked")]
@@ -76,7 +76,7 @@ struct WsQuery {
     room: Option<String>,
 }
 
-pub async fn ws(
+pub(crate) async fn ws(
     req: HttpRequest,
     body: web::Payload,
     relay: web::Data<Arc<Relay>>,
@@ -84,7 +84,7 @@ pub async fn ws(
     upgrade(req, body, relay.get_ref().clone(), None).await
 }
 
-pub async fn ws_room(
+pub(crate) async fn ws_room(
     req: HttpRequest,
     body: web::Payload,
     relay: web::Data<Arc<Relay>>,

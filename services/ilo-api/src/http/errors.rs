@@ -7,13 +7,13 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::Violation;
+use crate::domain::{Rule, Violation};
 use crate::passwords::HashError;
 use crate::store::StoreError;
 
 /// The body of every reply that is not 2xx.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// What went wrong, for people. For `422`, every broken rule, separated by `; `.
     pub detail: String,
     /// What went wrong, for programs: stable snake_case.
@@ -25,7 +25,7 @@ pub struct ErrorBody {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("{detail}")]
     BadRequest { code: &'static str, detail: String },
     #[error("{}", join(.0))]
@@ -63,7 +63,7 @@ fn join(violations: &[Violation]) -> String {
 }
 
 impl ApiError {
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { code, .. } | Self::NotFound { code, .. } => code,
             Self::Invalid(violations) => invalid_code(violations),
@@ -80,7 +80,7 @@ impl ApiError {
         }
     }
 
-    pub fn rate_limited(retry_after: std::time::Duration) -> Self {
+    pub(crate) fn rate_limited(retry_after: std::time::Duration) -> Self {
         // Round up: retrying at the announced second must succeed.
         Self::RateLimited(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
     }
@@ -90,9 +90,7 @@ impl ApiError {
 fn invalid_code(violations: &[Violation]) -> &'static str {
     let first = violations.first().map(|v| v.field);
     let one_field = violations.iter().all(|v| Some(v.field) == first);
-    let missing = violations
-        .iter()
-        .all(|v| v.message.ends_with("is required"));
+    let missing = violations.iter().all(|v| v.kind == Rule::Missing);
     match (one_field, first) {
         _ if missing => "missing_field",
         (true, Some("username")) => "invalid_username",
@@ -180,7 +178,7 @@ impl From<anyhow::Error> for ApiError {
 
 /// Maps actix's JSON extraction failures to the contract: `413` for size, `400` for the rest.
 /// The body is never echoed: it may hold a password.
-pub fn json_error(
+pub(crate) fn json_error(
     err: actix_web::error::JsonPayloadError,
     _: &actix_web::HttpRequest,
 ) -> actix_web::Error {

@@ -5,9 +5,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use super::errors::{ApiError, ErrorBody};
 use super::{Detail, client_address};
 use crate::secrets;
+use crate::sessions::unix_now;
 use crate::state::AppState;
 use crate::store;
-use crate::sessions::unix_now;
 
 /// Obtain an API key (rate limited per client address).
 #[utoipa::path(post, path = "/key", tag = "keys", operation_id = "create_key",
@@ -17,7 +17,7 @@ use crate::sessions::unix_now;
         (status = 429, description = "Too many keys from this address; see `Retry-After`", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     ))]
-pub async fn create(
+pub(super) async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -44,7 +44,7 @@ pub async fn create(
         (status = 404, description = "No such key", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     ))]
-pub async fn revoke(
+pub(super) async fn revoke(
     state: web::Data<AppState>,
     key: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -67,7 +67,7 @@ pub async fn revoke(
 }
 
 /// The API key's id if `raw` names a live key.
-pub async fn live_key_id(state: &AppState, raw: &str) -> Result<String, ApiError> {
+pub(super) async fn live_key_id(state: &AppState, raw: &str) -> Result<String, ApiError> {
     let key_hash = secrets::api_key_digest(raw).ok_or(ApiError::InvalidApiKey)?;
     state
         .store

@@ -1,6 +1,6 @@
 //! The REST API of `api.md` on actix-web: routes, body limits and the JSON error shape.
 
-pub mod errors;
+pub(crate) mod errors;
 mod keys;
 mod observe;
 mod openapi;
@@ -16,11 +16,11 @@ use crate::state::AppState;
 use errors::ApiError;
 
 /// Largest request body accepted; larger ones get `413`.
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// The `{"detail": ...}` body of Ilo's successful replies.
 #[derive(Serialize, ToSchema)]
-pub struct Detail {
+pub(crate) struct Detail {
     pub detail: String,
 }
 
@@ -28,7 +28,7 @@ pub use observe::observe;
 pub(crate) use probes::READY_TIMEOUT;
 
 /// Every route of the REST API.
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::JsonConfig::default()
             .limit(MAX_BODY)
@@ -83,7 +83,7 @@ async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
 
 /// The client's address, the key of per-address limits: the TCP peer, or the client a trusted
 /// load balancer names in `X-Forwarded-For`.
-pub fn client_address(req: &HttpRequest) -> String {
+pub(crate) fn client_address(req: &HttpRequest) -> String {
     let Some(peer) = req.peer_addr() else {
         return "unknown".to_owned();
     };

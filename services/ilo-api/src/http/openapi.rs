@@ -31,7 +31,7 @@ use crate::domain::Violation;
     components(schemas(Detail, ErrorBody, Violation)),
     modifiers(&BearerAuth),
 )]
-pub struct ApiDoc;
+pub(super) struct ApiDoc;
 
 struct BearerAuth;
 
@@ -51,7 +51,7 @@ const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 
                         img-src 'self' data:; connect-src 'self'; font-src 'self'; \
                         base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     // The default validator badge calls an online service; keep the page offline.
     let config = Arc::new(Config::new(["/openapi.json"]).validator_url("none"));
     // Serialized once: the document cannot change while the process runs.

@@ -14,7 +14,7 @@ pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(1);
 /// The process runs.
 #[utoipa::path(get, path = "/health", tag = "operations",
     responses((status = 200, description = "Running", example = json!({"status": "ok"}))))]
-pub async fn health() -> HttpResponse {
+pub(super) async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
@@ -24,7 +24,7 @@ pub async fn health() -> HttpResponse {
         (status = 200, description = "Ready", example = json!({"status": "ready"})),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
     ))]
-pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.store.ping(READY_TIMEOUT).await?;
     Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
 }
@@ -32,7 +32,7 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.encode())

@@ -12,12 +12,12 @@ use utoipa::ToSchema;
 use super::errors::{ApiError, ErrorBody};
 use super::users::rfc3339;
 use crate::secrets;
+use crate::sessions::ValidSession;
 use crate::state::AppState;
 use crate::store;
-use crate::sessions::ValidSession;
 
 /// The session named by `Authorization: Bearer <token>`, or `401 invalid_token`.
-pub async fn authenticate(
+pub(super) async fn authenticate(
     state: &AppState,
     req: &HttpRequest,
 ) -> Result<Arc<ValidSession>, ApiError> {
@@ -34,7 +34,7 @@ pub async fn authenticate(
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct SessionReply {
+pub(super) struct SessionReply {
     /// `Session of <username>`.
     detail: String,
     username: String,
@@ -51,7 +51,10 @@ pub struct SessionReply {
         (status = 200, description = "The token is valid", body = SessionReply),
         (status = 401, description = "`invalid_token`", body = ErrorBody),
     ))]
-pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub(super) async fn get(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let session = authenticate(&state, &req).await?;
     Ok(HttpResponse::Ok().json(SessionReply {
         detail: format!("Session of {}", session.username),
@@ -67,7 +70,7 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
         (status = 204, description = "Revoked"),
         (status = 401, description = "`invalid_token`", body = ErrorBody),
     ))]
-pub async fn delete(
+pub(super) async fn delete(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {

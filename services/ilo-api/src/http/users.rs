@@ -9,14 +9,14 @@ use super::errors::{ApiError, ErrorBody};
 use super::sessions::authenticate;
 use super::{Detail, client_address, keys};
 use crate::domain::{self, Password, PublicKey, Username, Violation, required};
-use crate::state::AppState;
 use crate::sessions::unix_now;
+use crate::state::AppState;
 use crate::store::{self, NewUser};
 
 /// Fields are optional in the type so that a missing one is reported as a broken rule (`422`)
 /// together with every other, rather than as a JSON error.
 #[derive(Deserialize, ToSchema)]
-pub struct CreateUser {
+pub(super) struct CreateUser {
     /// 3 to 32 characters (NFC); no whitespace, control characters, bidirectional controls or
     /// invisible (default-ignorable) characters; at least one visible letter, digit,
     /// punctuation or symbol (not only blanks or combining marks). Unique ignoring case and
@@ -33,14 +33,14 @@ pub struct CreateUser {
 }
 
 #[derive(Deserialize, ToSchema)]
-pub struct Login {
+pub(super) struct Login {
     username: Option<String>,
     password: Option<String>,
     api_key: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct LoginReply {
+pub(super) struct LoginReply {
     /// `Successful Login for <username>`.
     detail: String,
     /// The session token: ≥ 128 random bits, URL-safe base64 characters only.
@@ -51,12 +51,12 @@ pub struct LoginReply {
 }
 
 #[derive(Deserialize, ToSchema)]
-pub struct DeleteUser {
+pub(super) struct DeleteUser {
     password: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
-pub struct ReplacePublicKey {
+pub(super) struct ReplacePublicKey {
     /// The user's password: a stolen token alone cannot swap the key others encrypt to.
     password: Option<String>,
     /// The new key, under the same rules as at creation: base64 of 32 to 2048 bytes.
@@ -64,7 +64,7 @@ pub struct ReplacePublicKey {
 }
 
 #[derive(Deserialize, ToSchema)]
-pub struct ChangePassword {
+pub(super) struct ChangePassword {
     /// The current password.
     password: Option<String>,
     /// The new one, under the same rules as at creation.
@@ -84,7 +84,7 @@ pub struct ChangePassword {
         (status = 422, description = "Every broken rule, in `detail` and `errors`", body = ErrorBody),
         (status = 503, description = "Database unavailable or hashing pool saturated", body = ErrorBody),
     ))]
-pub async fn create(
+pub(super) async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Json<CreateUser>,
@@ -160,7 +160,7 @@ fn keep<T>(parsed: Result<T, Vec<Violation>>, broken: &mut Vec<Violation>) -> Op
         (status = 429, description = "Too many failures from this address (in all or for this username), a growing delay after failures for this username from anywhere, too many logins from this address or API key, or too many hashes in flight from this address; see `Retry-After`", body = ErrorBody),
         (status = 503, description = "Database unavailable or hashing pool saturated", body = ErrorBody),
     ))]
-pub async fn login(
+pub(super) async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Json<Login>,
@@ -307,7 +307,7 @@ pub(super) fn rfc3339(unix_seconds: i64) -> anyhow::Result<String> {
         (status = 404, description = "`user_not_found`", body = ErrorBody),
         (status = 429, description = "Too many lookups from this address", body = ErrorBody),
     ))]
-pub async fn public_key(
+pub(super) async fn public_key(
     state: web::Data<AppState>,
     req: HttpRequest,
     username: web::Path<String>,
@@ -318,7 +318,7 @@ pub async fn public_key(
 /// `GET /user/public_key` and `GET /user/password`: the key of a user named `public_key` or
 /// `password`, whose paths are also the routes of [`replace_public_key`] and
 /// [`change_password`].
-pub async fn public_key_of_reserved_name(
+pub(super) async fn public_key_of_reserved_name(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -366,7 +366,7 @@ async fn look_up(
         (status = 422, description = "`password` is missing", body = ErrorBody),
         (status = 429, description = "Too many wrong passwords", body = ErrorBody),
     ))]
-pub async fn delete(
+pub(super) async fn delete(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Json<DeleteUser>,
@@ -398,7 +398,7 @@ pub async fn delete(
         (status = 429, description = "Too many wrong passwords", body = ErrorBody),
         (status = 503, description = "Database unavailable or hashing pool saturated", body = ErrorBody),
     ))]
-pub async fn replace_public_key(
+pub(super) async fn replace_public_key(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Json<ReplacePublicKey>,
@@ -435,7 +435,7 @@ pub async fn replace_public_key(
         (status = 429, description = "Too many wrong passwords, or too many hashes in flight from this address", body = ErrorBody),
         (status = 503, description = "Database unavailable or hashing pool saturated", body = ErrorBody),
     ))]
-pub async fn change_password(
+pub(super) async fn change_password(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Json<ChangePassword>,

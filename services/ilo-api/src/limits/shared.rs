@@ -43,7 +43,10 @@ impl Shared {
         window: Duration,
     ) -> Option<Result<(), Duration>> {
         let mut call = self.window.prepare_invoke();
-        call.key(key).arg(op).arg(limit).arg(window.as_millis() as u64);
+        call.key(key)
+            .arg(op)
+            .arg(limit)
+            .arg(window.as_millis() as u64);
         self.run(call).await.map(refused_for)
     }
 

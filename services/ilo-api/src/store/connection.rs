@@ -7,20 +7,20 @@ use diesel::r2d2::R2D2Connection;
 use diesel::{Connection, ConnectionError, PgConnection, SqliteConnection};
 
 #[derive(diesel::MultiConnection)]
-pub enum AnyConnection {
+pub(crate) enum AnyConnection {
     Postgresql(PgConnection),
     Sqlite(SqliteConnection),
 }
 
 /// Where the data lives, decided by the URL scheme.
 #[derive(Debug, Clone)]
-pub enum Database {
+pub(crate) enum Database {
     Postgres(String),
     Sqlite(PathBuf),
 }
 
 impl Database {
-    pub fn from_url(url: &str) -> anyhow::Result<Self> {
+    pub(crate) fn from_url(url: &str) -> anyhow::Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(Self::Postgres(url.to_owned()));
         }
@@ -32,7 +32,7 @@ impl Database {
 
     /// Where the data is, for people: a SQLite file's absolute path, or the URL with its
     /// password masked.
-    pub fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         match self {
             Self::Postgres(url) => crate::config::mask_url(url),
             Self::Sqlite(path) => std::fs::canonicalize(path)
@@ -44,7 +44,7 @@ impl Database {
 
     /// Once, before the pool opens: puts a SQLite file in WAL mode. Done by one connection alone,
     /// because switching modes while another connection opens fails with "database is locked".
-    pub fn prepare(&self) -> Result<(), ConnectionError> {
+    pub(crate) fn prepare(&self) -> Result<(), ConnectionError> {
         if let Self::Sqlite(_) = self {
             self.connect()?
                 .batch_execute("PRAGMA journal_mode = WAL")
@@ -80,12 +80,12 @@ impl Database {
     }
 }
 
-pub struct Manager {
+pub(super) struct Manager {
     database: Database,
 }
 
 impl Manager {
-    pub fn new(database: Database) -> Self {
+    pub(super) fn new(database: Database) -> Self {
         Self { database }
     }
 }

@@ -4,15 +4,15 @@
 
 mod connection;
 mod queries;
-pub mod schema;
+pub(crate) mod schema;
 
 use std::time::Duration;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-pub use connection::{AnyConnection, Database};
-pub use queries::*;
+pub(crate) use connection::{AnyConnection, Database};
+pub(crate) use queries::*;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -20,7 +20,7 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("the username is taken")]
     UsernameTaken,
     #[error("the database is unavailable: {0}")]
@@ -46,13 +46,13 @@ impl From<r2d2::Error> for StoreError {
 
 /// A pool of connections to the configured database.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Store {
     pool: r2d2::Pool<connection::Manager>,
 }
 
 impl Store {
     /// Opens the pool lazily (a database that is down now may come up later) and migrates.
-    pub fn open(url: &str, max_size: u32) -> anyhow::Result<Self> {
+    pub(crate) fn open(url: &str, max_size: u32) -> anyhow::Result<Self> {
         let database = Database::from_url(url)?;
         database
             .prepare()
@@ -85,7 +85,7 @@ impl Store {
     }
 
     /// Whether the database answers a trivial query within `timeout`.
-    pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
         let pool = self.pool.clone();
         blocking(move || {
             let mut conn = pool.get_timeout(timeout)?;
@@ -95,7 +95,7 @@ impl Store {
     }
 
     /// Runs `query` with a pooled connection on the blocking pool.
-    pub async fn run<T: Send + 'static>(
+    pub(crate) async fn run<T: Send + 'static>(
         &self,
         query: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {

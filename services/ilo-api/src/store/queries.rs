@@ -10,7 +10,7 @@ use super::schema::{api_keys, sessions, users};
 
 /// A user as stored. `password_hash` never leaves ilo-api.
 #[derive(Debug, Clone, Queryable)]
-pub struct UserRow {
+pub(crate) struct UserRow {
     pub id: String,
     pub username: String,
     pub password_hash: String,
@@ -29,7 +29,7 @@ const USER_COLUMNS: (
     users::public_key,
 );
 
-pub struct NewUser {
+pub(crate) struct NewUser {
     pub id: String,
     pub username: String,
     pub username_key: String,
@@ -39,7 +39,7 @@ pub struct NewUser {
     pub created_at: i64,
 }
 
-pub struct NewSession {
+pub(crate) struct NewSession {
     pub id: String,
     pub token_hash: String,
     pub user_id: String,
@@ -50,7 +50,7 @@ pub struct NewSession {
 
 /// A live session and the user it belongs to.
 #[derive(Debug, Clone)]
-pub struct SessionUser {
+pub(crate) struct SessionUser {
     pub session_id: String,
     pub expires_at: i64,
     pub user: UserRow,
@@ -59,7 +59,7 @@ pub struct SessionUser {
 /// Sessions a query deleted. Only [`crate::sessions::Sessions::end`] consumes it, revoking
 /// them everywhere: a deleted session that was not revoked would stay valid in caches.
 #[must_use = "deleted sessions must be revoked: run the query through Sessions::end"]
-pub struct Ended {
+pub(crate) struct Ended {
     /// Whether what the query was to delete existed.
     pub(crate) found: bool,
     pub(crate) sessions: Vec<String>,
@@ -74,11 +74,11 @@ impl Ended {
     }
 }
 
-pub fn ping(conn: &mut AnyConnection) -> QueryResult<()> {
+pub(crate) fn ping(conn: &mut AnyConnection) -> QueryResult<()> {
     conn.batch_execute("SELECT 1")
 }
 
-pub fn insert_api_key(
+pub(crate) fn insert_api_key(
     conn: &mut AnyConnection,
     id: &str,
     key_hash: &str,
@@ -95,7 +95,10 @@ pub fn insert_api_key(
 }
 
 /// The id of the API key with this hash, if it exists (revoked keys are deleted).
-pub fn api_key_id(conn: &mut AnyConnection, key_hash: &str) -> Result<Option<String>, StoreError> {
+pub(crate) fn api_key_id(
+    conn: &mut AnyConnection,
+    key_hash: &str,
+) -> Result<Option<String>, StoreError> {
     Ok(api_keys::table
         .filter(api_keys::key_hash.eq(key_hash))
         .select(api_keys::id)
@@ -104,7 +107,10 @@ pub fn api_key_id(conn: &mut AnyConnection, key_hash: &str) -> Result<Option<Str
 }
 
 /// Deletes the key and the sessions opened with it (not found when no such key exists).
-pub fn delete_api_key(conn: &mut AnyConnection, key_hash: &str) -> Result<Ended, StoreError> {
+pub(crate) fn delete_api_key(
+    conn: &mut AnyConnection,
+    key_hash: &str,
+) -> Result<Ended, StoreError> {
     write_transaction(conn, |conn| {
         let Some(key_id) = api_keys::table
             .filter(api_keys::key_hash.eq(key_hash))
@@ -129,7 +135,7 @@ pub fn delete_api_key(conn: &mut AnyConnection, key_hash: &str) -> Result<Ended,
 
 /// Inserts a user; [`StoreError::UsernameTaken`] when the case-folded name, or a name with
 /// the same confusable skeleton, exists.
-pub fn insert_user(conn: &mut AnyConnection, user: NewUser) -> Result<(), StoreError> {
+pub(crate) fn insert_user(conn: &mut AnyConnection, user: NewUser) -> Result<(), StoreError> {
     diesel::insert_into(users::table)
         .values((
             users::id.eq(user.id),
@@ -147,7 +153,7 @@ pub fn insert_user(conn: &mut AnyConnection, user: NewUser) -> Result<(), StoreE
 /// Gives every user created before skeletons were kept one, computed by `skeleton` from the
 /// username key. A name whose skeleton another user already holds keeps none (both existed
 /// before the rule); how many were filled.
-pub fn fill_skeletons(
+pub(crate) fn fill_skeletons(
     conn: &mut AnyConnection,
     skeleton: impl Fn(&str) -> String,
 ) -> Result<usize, StoreError> {
@@ -172,7 +178,7 @@ pub fn fill_skeletons(
     Ok(filled)
 }
 
-pub fn user_by_key(
+pub(crate) fn user_by_key(
     conn: &mut AnyConnection,
     username_key: &str,
 ) -> Result<Option<UserRow>, StoreError> {
@@ -183,7 +189,10 @@ pub fn user_by_key(
         .optional()?)
 }
 
-pub fn insert_session(conn: &mut AnyConnection, session: NewSession) -> Result<(), StoreError> {
+pub(crate) fn insert_session(
+    conn: &mut AnyConnection,
+    session: NewSession,
+) -> Result<(), StoreError> {
     diesel::insert_into(sessions::table)
         .values((
             sessions::id.eq(session.id),
@@ -198,7 +207,7 @@ pub fn insert_session(conn: &mut AnyConnection, session: NewSession) -> Result<(
 }
 
 /// The unexpired session with this token hash, and its user.
-pub fn session_by_token(
+pub(crate) fn session_by_token(
     conn: &mut AnyConnection,
     token_hash: &str,
     now: i64,
@@ -218,7 +227,7 @@ pub fn session_by_token(
 }
 
 /// Which of `ids` are sessions that exist and have not expired.
-pub fn live_sessions(
+pub(crate) fn live_sessions(
     conn: &mut AnyConnection,
     ids: &[String],
     now: i64,
@@ -237,18 +246,25 @@ pub fn live_sessions(
 }
 
 /// Deletes one session (not found when it did not exist).
-pub fn delete_session(conn: &mut AnyConnection, session_id: &str) -> Result<Ended, StoreError> {
+pub(crate) fn delete_session(
+    conn: &mut AnyConnection,
+    session_id: &str,
+) -> Result<Ended, StoreError> {
     let deleted =
         diesel::delete(sessions::table.filter(sessions::id.eq(session_id))).execute(conn)?;
     let found = deleted > 0;
     Ok(Ended {
         found,
-        sessions: if found { vec![session_id.to_owned()] } else { Vec::new() },
+        sessions: if found {
+            vec![session_id.to_owned()]
+        } else {
+            Vec::new()
+        },
     })
 }
 
 /// Deletes a user and all its sessions.
-pub fn delete_user(conn: &mut AnyConnection, user_id: &str) -> Result<Ended, StoreError> {
+pub(crate) fn delete_user(conn: &mut AnyConnection, user_id: &str) -> Result<Ended, StoreError> {
     write_transaction(conn, |conn| {
         let revoked = delete_sessions_of(conn, user_id)?;
         diesel::delete(users::table.filter(users::id.eq(user_id))).execute(conn)?;
@@ -258,7 +274,7 @@ pub fn delete_user(conn: &mut AnyConnection, user_id: &str) -> Result<Ended, Sto
 
 /// Replaces a user's public key and deletes all its sessions (a new key means a new device:
 /// everyone logs in again).
-pub fn replace_public_key(
+pub(crate) fn replace_public_key(
     conn: &mut AnyConnection,
     user_id: &str,
     public_key: &str,
@@ -274,7 +290,7 @@ pub fn replace_public_key(
 
 /// Replaces a user's password hash and deletes every session of the user but `keep` (the one
 /// that asked).
-pub fn change_password(
+pub(crate) fn change_password(
     conn: &mut AnyConnection,
     user_id: &str,
     password_hash: &str,
@@ -304,7 +320,10 @@ fn delete_sessions_of(conn: &mut AnyConnection, user_id: &str) -> QueryResult<Ve
 }
 
 /// Removes sessions that expired before `now`; how many.
-pub fn delete_expired_sessions(conn: &mut AnyConnection, now: i64) -> Result<usize, StoreError> {
+pub(crate) fn delete_expired_sessions(
+    conn: &mut AnyConnection,
+    now: i64,
+) -> Result<usize, StoreError> {
     Ok(diesel::delete(sessions::table.filter(sessions::expires_at.le(now))).execute(conn)?)
 }
 

@@ -16,7 +16,7 @@ use crate::rooms::envelope::{self, Arrival, Place};
 /// How often rooms whose history expired are forgotten.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-pub struct LocalBus {
+pub(crate) struct LocalBus {
     hub: Arc<Hub>,
     size: usize,
     ttl: Duration,
@@ -50,7 +50,7 @@ impl Ring {
 
 impl LocalBus {
     /// `size` messages per room (0: no history), kept `ttl` after the room's last message.
-    pub fn new(hub: Arc<Hub>, size: usize, ttl: Duration) -> Self {
+    pub(crate) fn new(hub: Arc<Hub>, size: usize, ttl: Duration) -> Self {
         Self {
             hub,
             size,

@@ -3,8 +3,8 @@
 //! [`local::LocalBus`] (one relay, in process) and [`redis::RedisBus`] (any number of relays
 //! sharing one Redis). Both hand what arrives to [`crate::hub::Hub::deliver`].
 
-pub mod local;
-pub mod redis;
+pub(crate) mod local;
+pub(crate) mod redis;
 
 use std::sync::Arc;
 
@@ -16,11 +16,11 @@ use crate::rooms::envelope::{Arrival, Place};
 
 #[derive(Debug, thiserror::Error)]
 #[error("the fan-out bus is unavailable")]
-pub struct BusDown;
+pub(crate) struct BusDown;
 
 /// What a read of a room's history asks for.
 #[derive(Debug, Clone, Default)]
-pub struct Read {
+pub(crate) struct Read {
     /// The messages after this place, when it is in the room's current epoch.
     pub after: Option<Place>,
     /// Otherwise the last this many (0: none, only where the room stands).
@@ -28,7 +28,7 @@ pub struct Read {
 }
 
 /// Where a room's history stands, and the messages read from it, in order.
-pub struct History {
+pub(crate) struct History {
     pub epoch: Arc<str>,
     /// The offset of the room's latest message (0 before the first).
     pub offset: u64,
@@ -36,13 +36,13 @@ pub struct History {
 }
 
 /// What entering a room's presence found.
-pub struct Presence {
+pub(crate) struct Presence {
     /// Every member on every relay, when the bus knows more than this relay; `None`: use the
     /// local members.
     pub members: Option<Vec<Member>>,
 }
 
-pub trait Bus: Send + Sync + 'static {
+pub(crate) trait Bus: Send + Sync + 'static {
     /// Stores a message in the room's history and sends it to the room's members on every
     /// relay, this one included, in one step. `head` is the `message` frame without its place
     /// and closing brace ([`crate::rooms::envelope::message_head`]).

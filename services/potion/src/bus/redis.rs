@@ -31,13 +31,13 @@ const PROBE_EVERY: Duration = Duration::from_secs(3);
 
 /// What the relay keeps of each room's history.
 #[derive(Debug, Clone, Copy)]
-pub struct Retention {
+pub(crate) struct Retention {
     /// Messages per room; 0: no history.
     pub size: usize,
     pub ttl: Duration,
 }
 
-pub struct RedisBus {
+pub(crate) struct RedisBus {
     relay_id: String,
     lease: Duration,
     retention: Retention,
@@ -129,7 +129,7 @@ fn room_of(channel: &[u8]) -> Option<&str> {
 
 impl RedisBus {
     /// Connects in the background ([`RedisBus::maintain`]): a Redis that is down now is retried.
-    pub fn new(
+    pub(crate) fn new(
         url: &str,
         hub: Arc<Hub>,
         relay_id: String,
@@ -159,7 +159,7 @@ impl RedisBus {
     /// a probe that did not come back, replaces them, with backoff); resubscribes and repairs
     /// every room after the subscription dropped; renews this relay's presence leases three
     /// times per lease, and sweeps expired ones.
-    pub async fn maintain(self: Arc<Self>, mut stopping: watch::Receiver<bool>) {
+    pub(crate) async fn maintain(self: Arc<Self>, mut stopping: watch::Receiver<bool>) {
         let mut last_refresh: Option<Instant> = None;
         let mut probe = Probe::default();
         let mut failures = 0u32;

@@ -16,7 +16,7 @@ use crate::socket;
 
 /// A message's place in its room's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Place {
+pub(crate) struct Place {
     pub epoch: Arc<str>,
     pub offset: u64,
 }
