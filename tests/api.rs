@@ -657,6 +657,7 @@ async fn probes_docs_and_metrics_answer(backend: Backend) {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), count, "operation ids are unique: {ids:?}");
+    openapi_spec_validator_accepts(&spec);
 
     let docs = get("/docs").await.unwrap();
     assert_eq!(docs.status(), 200, "redirected to /docs/");
@@ -700,4 +701,23 @@ async fn unknown_routes_and_methods_get_the_error_shape(backend: Backend) {
     let reply = app.client.patch(app.url("/user")).send().await.unwrap();
     let (status, _, code) = error_of(reply).await;
     assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
+}
+
+/// The document passes a real OpenAPI 3 validator: Python's `openapi-spec-validator`, which
+/// `scripts/test` installs when it is missing.
+fn openapi_spec_validator_accepts(spec: &Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("openapi.json");
+    std::fs::write(&path, spec.to_string()).unwrap();
+    let checked = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        checked.status.success(),
+        "openapi-spec-validator refused the document: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
 }
