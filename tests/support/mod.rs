@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod browser;
+pub mod cluster;
 pub mod dns;
 pub mod e2e;
 pub mod ilo_chat;

@@ -21,6 +21,12 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Redis Cluster instead of one Redis: comma-separated seed nodes
+    /// (`redis://10.0.0.5:7000,redis://10.0.0.6:7000`). Rooms' messages use sharded pub/sub, so
+    /// each touches only the shard that owns the room.
+    #[arg(long, env = "REDIS_CLUSTER", conflicts_with = "redis_url")]
+    pub redis_cluster: Option<String>,
+
     /// Allowed WebSocket origins, comma-separated (`*`: any). Requests without an Origin header
     /// (non-browser clients) and from the relay's own origin are always allowed.
     #[arg(long, env = "POTION_ALLOWED_ORIGINS", value_delimiter = ',')]

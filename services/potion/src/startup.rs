@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Auth;
 use crate::bus::Bus;
+use crate::bus::link::Target;
 use crate::bus::local::LocalBus;
 use crate::bus::redis::{RedisBus, Retention};
 use crate::config::Config;
@@ -59,14 +60,19 @@ impl RelayService {
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(metrics.clone()));
         let relay_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-        let (bus, redis): (Arc<dyn Bus>, _) = match &config.redis_url {
-            Some(url) => {
+        let target = match (&config.redis_cluster, &config.redis_url) {
+            (Some(seeds), _) => Some(Target::cluster(seeds)?),
+            (None, Some(url)) => Some(Target::one(url)?),
+            (None, None) => None,
+        };
+        let (bus, redis): (Arc<dyn Bus>, _) = match target {
+            Some(target) => {
                 let retention = Retention {
                     size: config.history_size,
                     ttl: config.history_ttl,
                 };
                 let redis = RedisBus::new(
-                    url,
+                    target,
                     hub.clone(),
                     relay_id.clone(),
                     config.lease(),

@@ -3,6 +3,7 @@
 //! [`local::LocalBus`] (one relay, in process) and [`redis::RedisBus`] (any number of relays
 //! sharing one Redis). Both hand what arrives to [`crate::hub::Hub::deliver`].
 
+pub(crate) mod link;
 pub(crate) mod local;
 pub(crate) mod redis;
 

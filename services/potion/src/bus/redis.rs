@@ -15,10 +15,10 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use ilo_protocol::{Member, PresenceEvent};
 use ilo_runtime::backoff::Backoff;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{PushInfo, PushKind, Script, Value};
 use tokio::sync::watch;
 
+use super::link::{Link, Target};
 use super::{Bus, BusDown, History, Presence, Read};
 use crate::hub::{Hub, Identity};
 use crate::metrics::Metrics;
@@ -41,7 +41,7 @@ pub(crate) struct RedisBus {
     relay_id: String,
     lease: Duration,
     retention: Retention,
-    client: redis::Client,
+    target: Target,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     scripts: Scripts,
@@ -64,13 +64,22 @@ struct Scripts {
 }
 
 impl Scripts {
-    fn new() -> Self {
+    /// The scripts; `sharded`: they publish with `SPUBLISH` (a cluster), on the room's channel,
+    /// which shares the slot of the room's keys.
+    fn new(sharded: bool) -> Self {
+        let script = |text: &str| {
+            Script::new(&if sharded {
+                text.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+            } else {
+                text.to_owned()
+            })
+        };
         Self {
-            publish: Script::new(include_str!("scripts/publish.lua")),
-            read: Script::new(include_str!("scripts/read.lua")),
-            enter: Script::new(include_str!("scripts/enter.lua")),
-            exit: Script::new(include_str!("scripts/exit.lua")),
-            sweep: Script::new(include_str!("scripts/sweep.lua")),
+            publish: script(include_str!("scripts/publish.lua")),
+            read: script(include_str!("scripts/read.lua")),
+            enter: script(include_str!("scripts/enter.lua")),
+            exit: script(include_str!("scripts/exit.lua")),
+            sweep: script(include_str!("scripts/sweep.lua")),
         }
     }
 
@@ -85,11 +94,12 @@ impl Scripts {
     }
 }
 
-/// A command connection, and one that only subscribes and receives room messages.
+/// A command connection, and one that subscribes and receives room messages (on a cluster,
+/// one connection does both).
 #[derive(Clone)]
 struct Links {
-    commands: ConnectionManager,
-    subscriptions: ConnectionManager,
+    commands: Link,
+    subscriptions: Link,
 }
 
 /// A room's keys and channel, each formatted when a command needs it (a publish needs three).
@@ -130,23 +140,21 @@ fn room_of(channel: &[u8]) -> Option<&str> {
 impl RedisBus {
     /// Connects in the background ([`RedisBus::maintain`]): a Redis that is down now is retried.
     pub(crate) fn new(
-        url: &str,
+        target: Target,
         hub: Arc<Hub>,
         relay_id: String,
         lease: Duration,
         retention: Retention,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
-        let separator = if url.contains('?') { '&' } else { '?' };
-        let client = redis::Client::open(format!("{url}{separator}protocol=resp3"))?;
         Ok(Arc::new_cyclic(|myself| Self {
             relay_id,
             lease,
             retention,
-            client,
+            scripts: Scripts::new(target.sharded()),
+            target,
             hub,
             metrics,
-            scripts: Scripts::new(),
             links: RwLock::new(None),
             up: Arc::new(AtomicBool::new(false)),
             resync: Arc::new(AtomicBool::new(false)),
@@ -214,10 +222,6 @@ impl RedisBus {
     /// Opens both connections, loads the scripts, subscribes to every room with a local member
     /// and repairs each from its history.
     async fn connect(&self) -> anyhow::Result<()> {
-        let base = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_number_of_retries(1);
         let deliver = Deliver {
             hub: self.hub.clone(),
             bus: self.myself.clone(),
@@ -225,13 +229,9 @@ impl RedisBus {
             probe_seen: self.probe_seen.clone(),
             probe_channel: self.probe_channel(),
         };
-        let commands = ConnectionManager::new_with_config(self.client.clone(), base.clone());
-        let subscriptions = ConnectionManager::new_with_config(
-            self.client.clone(),
-            base.set_push_sender(deliver).set_automatic_resubscription(),
-        );
         let connecting = async {
-            let (mut commands, mut subscriptions) = (commands.await?, subscriptions.await?);
+            let (mut commands, mut subscriptions) =
+                self.target.connect(COMMAND_TIMEOUT, deliver).await?;
             for script in self.scripts.all() {
                 script.prepare_invoke().load_async(&mut commands).await?;
             }
@@ -303,7 +303,7 @@ impl RedisBus {
         if probe.pending.is_none() && since_sent.is_none_or(|d| d >= PROBE_EVERY) {
             probe.next += 1;
             let mut commands = links.commands.clone();
-            let sent = redis::cmd("PUBLISH")
+            let sent = redis::cmd(commands.publish_command())
                 .arg(self.probe_channel())
                 .arg(probe.next)
                 .query_async::<i64>(&mut commands)
@@ -323,7 +323,7 @@ impl RedisBus {
             .clone()
     }
 
-    fn commands(&self) -> Result<ConnectionManager, BusDown> {
+    fn commands(&self) -> Result<Link, BusDown> {
         self.links().map(|l| l.commands).ok_or(BusDown)
     }
 
@@ -332,21 +332,37 @@ impl RedisBus {
         if entries.is_empty() {
             return;
         }
-        let mut pipe = redis::pipe();
-        for (room, who) in &entries {
-            pipe.invoke_script(&self.enter_invocation(room, who, false))
-                .ignore();
-        }
-        self.run_pipeline(pipe, "renew presence leases").await;
+        let renewals = entries
+            .iter()
+            .map(|(room, who)| self.enter_invocation(room, who, false))
+            .collect();
+        self.run_chores(renewals, "renew presence leases").await;
     }
 
-    /// Runs a pipeline of chores (lease renewals, sweeps): a failure is only logged, the next
-    /// round tries again.
-    async fn run_pipeline(&self, pipe: redis::Pipeline, what: &str) {
+    /// Runs chores (lease renewals, sweeps): in one pipeline on one Redis, side by side on a
+    /// cluster (each room on its own shard). A failure is only logged; the next round tries
+    /// again.
+    async fn run_chores(&self, chores: Vec<redis::ScriptInvocation<'_>>, what: &str) {
         let Ok(mut commands) = self.commands() else {
             return;
         };
-        if let Err(e) = pipe.query_async::<Value>(&mut commands).await {
+        let failed = if commands.pipelines_span_rooms() {
+            let mut pipe = redis::pipe();
+            for chore in &chores {
+                pipe.invoke_script(chore).ignore();
+            }
+            pipe.query_async::<Value>(&mut commands).await.err()
+        } else {
+            let runs = chores.iter().map(|chore| {
+                let mut commands = commands.clone();
+                async move { chore.invoke_async::<Value>(&mut commands).await }
+            });
+            futures_util::future::join_all(runs)
+                .await
+                .into_iter()
+                .find_map(Result::err)
+        };
+        if let Some(e) = failed {
             tracing::warn!(error = %e, "could not {what}");
         }
     }
@@ -358,19 +374,19 @@ impl RedisBus {
         if rooms.is_empty() {
             return;
         }
-        let mut pipe = redis::pipe();
-        for room in &rooms {
-            let keys = Keys(room);
-            pipe.invoke_script(
-                self.scripts
-                    .sweep
+        let sweeps = rooms
+            .iter()
+            .map(|room| {
+                let keys = Keys(room);
+                let mut sweep = self.scripts.sweep.prepare_invoke();
+                sweep
                     .key(keys.presence())
                     .key(keys.leases())
-                    .arg(keys.channel()),
-            )
-            .ignore();
-        }
-        self.run_pipeline(pipe, "sweep presence leases").await;
+                    .arg(keys.channel());
+                sweep
+            })
+            .collect();
+        self.run_chores(sweeps, "sweep presence leases").await;
     }
 
     fn enter_invocation<'a>(
@@ -436,7 +452,7 @@ impl Bus for RedisBus {
             let keys = Keys(room);
             let published = if self.retention.size == 0 {
                 let mut commands = self.commands()?;
-                redis::cmd("PUBLISH")
+                redis::cmd(commands.publish_command())
                     .arg(keys.channel())
                     .arg(envelope::plain_message(&format!("{head}}}")))
                     .query_async::<i64>(&mut commands)
@@ -455,7 +471,10 @@ impl Bus for RedisBus {
                 self.run::<i64>(&invocation).await
             };
             published.map(drop).inspect_err(|_| {
-                self.up.store(false, Ordering::Relaxed);
+                // On a cluster one shard failing over is not the bus down: other rooms go on.
+                if !self.target.sharded() {
+                    self.up.store(false, Ordering::Relaxed);
+                }
             })
         }
         .boxed()
@@ -593,7 +612,8 @@ struct Deliver {
 impl redis::aio::AsyncPushSender for Deliver {
     fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
         match info.kind {
-            PushKind::Message => {
+            // Classic pub/sub on one Redis, sharded on a cluster.
+            PushKind::Message | PushKind::SMessage => {
                 let [Value::BulkString(channel), Value::BulkString(payload)] = info.data.as_slice()
                 else {
                     return Ok(());
@@ -627,10 +647,9 @@ impl redis::aio::AsyncPushSender for Deliver {
 /// Whether both connections answer a PING in time.
 async fn ping(links: &Links) -> bool {
     let (mut commands, mut subscriptions) = (links.commands.clone(), links.subscriptions.clone());
-    let ping = redis::cmd("PING");
     let both = async {
-        ping.query_async::<Value>(&mut commands).await?;
-        ping.query_async::<Value>(&mut subscriptions).await
+        commands.ping().await?;
+        subscriptions.ping().await
     };
     matches!(
         tokio::time::timeout(2 * COMMAND_TIMEOUT, both).await,
