@@ -13,7 +13,8 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use ilo_proto::v1::tokens_client::TokensClient;
 use ilo_proto::v1::{ValidateTokenRequest, WatchRevocationsRequest};
 use serde_json::{Value, json};
-use support::instances::Instance;
+use support::cluster::PrivateCluster;
+use support::instances::{Instance, SharedRedis};
 use support::redis::PrivateRedis;
 use support::relay::TestRelay;
 use support::{Backend, PASSWORD, TestDb};
@@ -21,7 +22,8 @@ use support::{Backend, PASSWORD, TestDb};
 struct Pair {
     a: Instance,
     b: Instance,
-    redis: PrivateRedis,
+    redis: Option<PrivateRedis>,
+    _cluster: Option<PrivateCluster>,
     db: TestDb,
     http: reqwest::Client,
 }
@@ -29,17 +31,36 @@ struct Pair {
 impl Pair {
     /// Instances A and B on one new PostgreSQL database and a private Redis, each with `env`.
     async fn start(env: &[(&str, &str)]) -> Self {
-        let db = TestDb::new(Backend::Postgres);
         let redis = PrivateRedis::start_async().await;
-        let a = Instance::start(Ipv4Addr::LOCALHOST, &db.url(), &redis.url(), env).await;
-        let b = Instance::start(Ipv4Addr::LOCALHOST, &db.url(), &redis.url(), env).await;
+        let mut pair = Self::on(SharedRedis::One(&redis.url()), env).await;
+        pair.redis = Some(redis);
+        pair
+    }
+
+    /// The same on a private Redis Cluster (`REDIS_CLUSTER`).
+    async fn on_cluster(env: &[(&str, &str)]) -> Self {
+        let cluster = PrivateCluster::start().await;
+        let mut pair = Self::on(SharedRedis::Cluster(&cluster.seeds()), env).await;
+        pair._cluster = Some(cluster);
+        pair
+    }
+
+    async fn on(redis: SharedRedis<'_>, env: &[(&str, &str)]) -> Self {
+        let db = TestDb::new(Backend::Postgres);
+        let a = Instance::start(Ipv4Addr::LOCALHOST, &db.url(), redis, env).await;
+        let b = Instance::start(Ipv4Addr::LOCALHOST, &db.url(), redis, env).await;
         Self {
             a,
             b,
-            redis,
+            redis: None,
+            _cluster: None,
             db,
             http: reqwest::Client::new(),
         }
+    }
+
+    fn redis(&mut self) -> &mut PrivateRedis {
+        self.redis.as_mut().unwrap()
     }
 
     /// Registers `name` through A; its API key.
@@ -171,7 +192,7 @@ async fn an_instance_that_stops_hearing_the_others_trusts_no_cache_and_ends_its_
         .unwrap()
         .into_inner();
 
-    let mut redis = redis::Client::open(pair.redis.url())
+    let mut redis = redis::Client::open(pair.redis.as_ref().unwrap().url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -228,7 +249,7 @@ async fn failed_logins_spread_over_two_instances_reach_the_limit_at_the_configur
 async fn with_redis_down_logins_and_validation_go_on_and_each_instance_still_limits_failures() {
     let mut pair = Pair::start(&[("ILO_LOGIN_FAILURES", "3")]).await;
     let key = pair.user("ann").await;
-    pair.redis.kill();
+    pair.redis().kill();
     pair.a.wait_hearing(false).await;
     pair.b.wait_hearing(false).await;
 
@@ -253,7 +274,7 @@ async fn with_redis_down_logins_and_validation_go_on_and_each_instance_still_lim
     let (status, _) = pair.log_in(&pair.a, "ann", "Wrong-pass-1", &key).await;
     assert_eq!(status, 429, "A still counts failures, in its own memory");
 
-    pair.redis.restart_after(Duration::ZERO);
+    pair.redis().restart_after(Duration::ZERO);
     pair.a.wait_hearing(true).await;
     pair.b.wait_hearing(true).await;
     assert!(validate(&pair.b, &kept).await.is_ok());
@@ -262,4 +283,29 @@ async fn with_redis_down_logins_and_validation_go_on_and_each_instance_still_lim
         validate(&pair.a, &kept).await,
         Err(tonic::Code::Unauthenticated)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_sessions_end_everywhere_and_failures_count_across_instances() {
+    let pair = Pair::on_cluster(&[("ILO_LOGIN_FAILURES", "4")]).await;
+    let token = pair.token("ann").await;
+    validate(&pair.b, &token).await.unwrap();
+    assert_eq!(pair.log_out(&pair.a, &token).await, 204);
+    let answered = Instant::now();
+    while validate(&pair.b, &token).await.is_ok() {
+        assert!(
+            answered.elapsed() < Duration::from_millis(100),
+            "B still accepted the token 100 ms after A ended it"
+        );
+    }
+
+    let key = pair.user("bob").await;
+    for at in [&pair.a, &pair.b, &pair.a, &pair.b] {
+        let (status, _) = pair.log_in(at, "bob", "Wrong-pass-1", &key).await;
+        assert_eq!(status, 401);
+    }
+    for at in [&pair.a, &pair.b] {
+        let (status, _) = pair.log_in(at, "bob", "Wrong-pass-1", &key).await;
+        assert_eq!(status, 429);
+    }
 }

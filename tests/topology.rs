@@ -26,7 +26,7 @@ use ilo_client::rest::Api;
 use ilo_proto::v1::ValidateTokenRequest;
 use ilo_proto::v1::tokens_client::TokensClient;
 use support::dns::Dns;
-use support::instances::Instance;
+use support::instances::{Instance, SharedRedis};
 use support::postgres::free_port;
 use support::process::{Process, service};
 use support::redis::PrivateRedis;
@@ -65,7 +65,8 @@ impl Topology {
         let grpc_lb = free_port();
         let mut apis = Vec::new();
         for ip in API_IPS {
-            apis.push(Instance::start_on(ip, http, grpc, &db.url(), &redis.url(), &[]).await);
+            let shared = SharedRedis::One(&redis.url());
+            apis.push(Instance::start_on(ip, http, grpc, &db.url(), shared, &[]).await);
         }
         let dns = Dns::start(HashMap::from([
             ("potion".to_owned(), (0..3).map(relay_ip).collect()),

@@ -1,11 +1,12 @@
 //! What every Ilo binary shares: one logging setup, one shutdown signal, the probe that
 //! container health checks run (the images hold no shell, curl or wget), [`proxies`]: who
-//! the client is behind a load balancer, [`counts`]: places counted per key, and [`backoff`]:
-//! waits between attempts to reach a peer.
+//! the client is behind a load balancer, [`counts`]: places counted per key, [`backoff`]: waits
+//! between attempts to reach a peer, and [`redis`]: one Redis or a cluster behind one type.
 
 pub mod backoff;
 pub mod counts;
 pub mod proxies;
+pub mod redis;
 
 /// A binary's settings at their defaults, whatever the environment holds: for tests, which a
 /// developer's own `ILO_*` or `POTION_*` variables must not change.

@@ -6,6 +6,15 @@ use std::time::Duration;
 use super::postgres::free_port;
 use super::process::{Process, service};
 
+/// The Redis the instances share.
+#[derive(Clone, Copy)]
+pub enum SharedRedis<'a> {
+    /// `REDIS_URL`.
+    One(&'a str),
+    /// `REDIS_CLUSTER`'s seeds.
+    Cluster(&'a str),
+}
+
 pub struct Instance {
     pub ip: Ipv4Addr,
     pub http: u16,
@@ -15,8 +24,13 @@ pub struct Instance {
 
 impl Instance {
     /// An instance on `ip` (free ports) with every rate limit off unless `env` sets one; waits
-    /// until it is ready and, with Redis, hears the other instances.
-    pub async fn start(ip: Ipv4Addr, database: &str, redis: &str, env: &[(&str, &str)]) -> Self {
+    /// until it is ready and hears the other instances.
+    pub async fn start(
+        ip: Ipv4Addr,
+        database: &str,
+        redis: SharedRedis<'_>,
+        env: &[(&str, &str)],
+    ) -> Self {
         Self::start_on(ip, free_port(), free_port(), database, redis, env).await
     }
 
@@ -25,7 +39,7 @@ impl Instance {
         http: u16,
         grpc: u16,
         database: &str,
-        redis: &str,
+        redis: SharedRedis<'_>,
         env: &[(&str, &str)],
     ) -> Self {
         let mut settings: Vec<(&str, String)> = vec![
@@ -34,9 +48,10 @@ impl Instance {
             ("DATABASE_URL", database.to_owned()),
             ("ILO_TRUSTED_PROXIES", "127.0.0.1".into()),
         ];
-        if !redis.is_empty() {
-            settings.push(("REDIS_URL", redis.to_owned()));
-        }
+        settings.push(match redis {
+            SharedRedis::One(url) => ("REDIS_URL", url.to_owned()),
+            SharedRedis::Cluster(seeds) => ("REDIS_CLUSTER", seeds.to_owned()),
+        });
         for limit in [
             "ILO_KEY_RATE",
             "ILO_LOGIN_FAILURES",
@@ -55,9 +70,7 @@ impl Instance {
             process: Some(service("ilo-api", &settings)),
         };
         super::wait_until_ok(&instance.url("/ready"), Duration::from_secs(15)).await;
-        if !redis.is_empty() {
-            instance.wait_hearing(true).await;
-        }
+        instance.wait_hearing(true).await;
         instance
     }
 

@@ -31,6 +31,11 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<Secret>,
 
+    /// A Redis Cluster instead of one Redis: comma-separated seed nodes
+    /// (`redis://10.0.0.5:7000,redis://10.0.0.6:7000`), for the same revocations and limits.
+    #[arg(long, env = "REDIS_CLUSTER", conflicts_with = "redis_url")]
+    pub redis_cluster: Option<Secret>,
+
     /// `POST /key` per client address per minute (0: unlimited).
     #[arg(long, env = "ILO_KEY_RATE", default_value_t = 10)]
     pub key_rate: u32,

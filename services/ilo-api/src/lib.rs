@@ -15,6 +15,7 @@ mod passwords;
 mod revocations;
 mod secrets;
 mod sessions;
+mod shared;
 mod startup;
 mod state;
 mod store;

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use ilo_runtime::backoff::Backoff;
-use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
+use redis::aio::{PubSubSink, PubSubStream};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::sessions::Sessions;
+use crate::shared::Shared;
 
 /// The Redis channel; each message is `{"origin": "<instance>", "session_ids": [...]}`.
 pub const CHANNEL: &str = "ilo:revocations";
@@ -32,13 +33,12 @@ struct Message {
 
 /// Publishes this instance's revocations.
 pub(crate) struct Publisher {
-    connection: ConnectionManager,
-    origin: String,
+    redis: Shared,
 }
 
 impl Publisher {
-    pub(crate) fn new(connection: ConnectionManager, origin: String) -> Self {
-        Self { connection, origin }
+    pub(crate) fn new(redis: Shared) -> Self {
+        Self { redis }
     }
 
     /// Publishes `session_ids`, waiting at most [`PUBLISH_WITHIN`]. A revocation Redis does
@@ -46,14 +46,19 @@ impl Publisher {
     /// that cannot hear Redis does not trust its cache.
     pub(crate) async fn publish(&self, session_ids: &[String]) {
         let message = Message {
-            origin: self.origin.clone(),
+            origin: self.redis.instance.clone(),
             session_ids: session_ids.to_vec(),
         };
         let payload = serde_json::to_string(&message).unwrap_or_default();
-        let mut connection = self.connection.clone();
-        let mut publish = redis::cmd("PUBLISH");
-        publish.arg(CHANNEL).arg(payload);
-        let published = publish.query_async::<i64>(&mut connection);
+        let published = async {
+            // Classic PUBLISH: on a cluster it reaches every node, whichever one takes it.
+            let mut connection = self.redis.commands().await?;
+            redis::cmd("PUBLISH")
+                .arg(CHANNEL)
+                .arg(payload)
+                .query_async::<i64>(&mut connection)
+                .await
+        };
         match tokio::time::timeout(PUBLISH_WITHIN, published).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "could not publish a revocation on Redis"),
@@ -63,24 +68,23 @@ impl Publisher {
 }
 
 /// Listens to the other instances' revocations until `stopping`, telling `sessions` whether
-/// it hears them; reconnects with backoff.
+/// it hears them; reconnects with backoff (on a cluster, to the next node each time).
 pub(crate) async fn listen(
-    client: redis::Client,
-    origin: String,
+    redis: Shared,
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
     mut stopping: watch::Receiver<bool>,
 ) {
     metrics.hearing_revocations.set(0);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-    loop {
-        match subscribe(&client).await {
+    for client in redis.listen_on.iter().cycle() {
+        match subscribe(client).await {
             Ok((sink, stream)) => {
                 backoff.reset();
                 sessions.hearing(true);
                 metrics.hearing_revocations.set(1);
                 tracing::info!("hearing other instances' revocations");
-                let stopped = hear(sink, stream, &origin, &sessions, &mut stopping).await;
+                let stopped = hear(sink, stream, &redis.instance, &sessions, &mut stopping).await;
                 sessions.hearing(false);
                 metrics.hearing_revocations.set(0);
                 if stopped {

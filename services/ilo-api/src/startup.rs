@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -20,12 +19,11 @@ use crate::metrics::Metrics;
 use crate::passwords::Passwords;
 use crate::revocations::{self, Publisher};
 use crate::sessions::{Sessions, unix_now};
+use crate::shared::Shared;
 use crate::state::AppState;
 use crate::store::{self, Database, Store};
 use crate::{grpc, http};
 
-/// How long a Redis command may take before Redis counts as unreachable for it.
-const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often expired sessions are removed from the database.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -59,8 +57,8 @@ pub struct Services {
     api: Api,
     grpc_addr: SocketAddr,
     grpc_listener: tokio::net::TcpListener,
-    /// With Redis: the client the revocation listener subscribes with, and this instance's name.
-    redis: Option<(redis::Client, String)>,
+    /// With Redis: what the revocation listener subscribes with.
+    redis: Option<Shared>,
     database: String,
 }
 
@@ -80,13 +78,12 @@ impl Services {
         })
         .await??;
 
-        let redis = match &config.redis_url {
-            Some(url) => Some(Shared::open(url.expose())?),
-            None => None,
+        let redis = match (&config.redis_cluster, &config.redis_url) {
+            (Some(seeds), _) => Some(Shared::cluster(seeds.expose())?),
+            (None, Some(url)) => Some(Shared::one(url.expose())?),
+            (None, None) => None,
         };
-        let publisher = redis
-            .as_ref()
-            .map(|shared| Publisher::new(shared.commands.clone(), shared.instance.clone()));
+        let publisher = redis.clone().map(Publisher::new);
         let metrics = Metrics::new();
         metrics.hearing_revocations.set(1);
         let state = AppState {
@@ -101,9 +98,7 @@ impl Services {
                     login_rate: config.login_rate,
                     register_rate: config.register_rate,
                 },
-                redis
-                    .as_ref()
-                    .map(|shared| limits::Shared::new(shared.commands.clone())),
+                redis.clone().map(limits::Shared::new),
             )),
             metrics: Arc::new(metrics),
             trusted_proxies: config.trusted_proxies().into(),
@@ -114,7 +109,7 @@ impl Services {
             },
             grpc_addr,
             grpc_listener,
-            redis: redis.map(|shared| (shared.client, shared.instance)),
+            redis,
             database: Database::from_url(config.database_url.expose())?.location(),
         })
     }
@@ -144,10 +139,9 @@ impl Services {
             stopping.clone(),
         ));
         let mut chores = vec![tokio::spawn(sweep_expired_sessions(state.store.clone()))];
-        if let Some((client, instance)) = self.redis {
+        if let Some(shared) = self.redis {
             chores.push(tokio::spawn(revocations::listen(
-                client,
-                instance,
+                shared,
                 state.sessions.clone(),
                 state.metrics.clone(),
                 stopping,
@@ -227,32 +221,6 @@ impl Application {
         let (stopped, ()) = tokio::join!(running.stop(), http_handle.stop(true));
         http.await??;
         stopped
-    }
-}
-
-/// What the instances share through Redis.
-struct Shared {
-    client: redis::Client,
-    /// Commands (publishing, limits); connects on first use and again after a failure.
-    commands: ConnectionManager,
-    /// This instance's name in the revocations it publishes.
-    instance: String,
-}
-
-impl Shared {
-    fn open(url: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("REDIS_URL is not a Redis URL: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1);
-        let commands = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        Ok(Self {
-            client,
-            commands,
-            instance: uuid::Uuid::new_v4().to_string(),
-        })
     }
 }
 

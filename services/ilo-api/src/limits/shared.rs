@@ -7,16 +7,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::Script;
-use redis::aio::ConnectionManager;
 
 use super::memory::{FAILURES_FOR, KNOWN_ADDRESSES, MAX_DELAY};
+use crate::shared::Shared as Redis;
 
 /// How long Redis is left alone after it failed to answer.
 const RESTING: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub(crate) struct Shared {
-    connection: ConnectionManager,
+    redis: Redis,
     window: Arc<Script>,
     guard: Arc<Script>,
     /// Unix ms before which Redis is not asked.
@@ -24,9 +24,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(connection: ConnectionManager) -> Self {
+    pub(crate) fn new(redis: Redis) -> Self {
         Self {
-            connection,
+            redis,
             window: Arc::new(Script::new(include_str!("window.lua"))),
             guard: Arc::new(Script::new(include_str!("guard.lua"))),
             resting_until: Arc::new(AtomicU64::new(0)),
@@ -59,8 +59,9 @@ impl Shared {
         threshold: u32,
     ) -> Option<Result<(), Duration>> {
         let mut call = self.guard.prepare_invoke();
-        call.key(format!("ilo:limit:guard:{user}"))
-            .key(format!("ilo:limit:known:{user}"))
+        // One hash tag for both keys: on a cluster a script's keys must share a slot.
+        call.key(format!("ilo:limit:guard:{{{user}}}"))
+            .key(format!("ilo:limit:known:{{{user}}}"))
             .arg(op)
             .arg(address)
             .arg(threshold)
@@ -74,11 +75,14 @@ impl Shared {
         if self.resting() {
             return;
         }
-        let mut connection = self.connection.clone();
-        let deleted: redis::RedisResult<i64> = redis::cmd("DEL")
-            .arg(key)
-            .query_async(&mut connection)
-            .await;
+        let deleted: redis::RedisResult<i64> = async {
+            let mut connection = self.redis.commands().await?;
+            redis::cmd("DEL")
+                .arg(key)
+                .query_async(&mut connection)
+                .await
+        }
+        .await;
         if deleted.is_err() {
             self.rest();
         }
@@ -88,8 +92,11 @@ impl Shared {
         if self.resting() {
             return None;
         }
-        let mut connection = self.connection.clone();
-        match call.invoke_async::<u64>(&mut connection).await {
+        let answer = async {
+            let mut connection = self.redis.commands().await?;
+            call.invoke_async::<u64>(&mut connection).await
+        };
+        match answer.await {
             Ok(answer) => Some(answer),
             Err(e) => {
                 tracing::warn!(error = %e, "Redis did not answer for a rate limit; counting in memory");

@@ -15,10 +15,11 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use ilo_protocol::{Member, PresenceEvent};
 use ilo_runtime::backoff::Backoff;
+use ilo_runtime::redis::Link;
 use redis::{PushInfo, PushKind, Script, Value};
 use tokio::sync::watch;
 
-use super::link::{Link, Target};
+use super::link::Target;
 use super::{Bus, BusDown, History, Presence, Read};
 use crate::hub::{Hub, Identity};
 use crate::metrics::Metrics;
@@ -346,7 +347,7 @@ impl RedisBus {
         let Ok(mut commands) = self.commands() else {
             return;
         };
-        let failed = if commands.pipelines_span_rooms() {
+        let failed = if commands.pipelines_span_slots() {
             let mut pipe = redis::pipe();
             for chore in &chores {
                 pipe.invoke_script(chore).ignore();
