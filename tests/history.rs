@@ -203,9 +203,7 @@ async fn a_redis_that_lost_its_data_gives_a_gap_and_a_new_epoch() {
     .await
     .unwrap();
     // Bob, still connected, is told that messages may be missing, and where the room stands.
-    let gap = tokio::time::timeout(Duration::from_secs(15), bob.next_of("gap"))
-        .await
-        .expect("a gap within 15 s");
+    let gap = bob.next_of_within("gap", Duration::from_secs(15)).await;
     assert_eq!(
         (&gap["room"], &gap["offset"]),
         (&json!("fragile"), &json!(0))

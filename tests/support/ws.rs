@@ -63,7 +63,11 @@ impl Ws {
     }
 
     async fn incoming(&mut self) -> Incoming {
-        tokio::time::timeout(PATIENCE, self.connection.recv())
+        self.incoming_within(PATIENCE).await
+    }
+
+    async fn incoming_within(&mut self, patience: Duration) -> Incoming {
+        tokio::time::timeout(patience, self.connection.recv())
             .await
             .expect("a frame in time")
             .expect("the connection is open")
@@ -85,6 +89,19 @@ impl Ws {
     pub async fn next_of(&mut self, kind: &str) -> Value {
         loop {
             let frame = self.next().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    /// Like [`Ws::next_of`], waiting up to `patience` for each frame (after a fault).
+    pub async fn next_of_within(&mut self, kind: &str, patience: Duration) -> Value {
+        loop {
+            let Incoming::Text(text) = self.incoming_within(patience).await else {
+                panic!("closed while a {kind} was expected");
+            };
+            let frame: Value = serde_json::from_str(&text).unwrap();
             if frame["type"] == kind {
                 return frame;
             }

@@ -172,7 +172,7 @@ impl RedisBus {
         let mut last_refresh: Option<Instant> = None;
         let mut probe = Probe::default();
         let mut failures = 0u32;
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
         loop {
             let alive = match self.links() {
                 Some(links) => ping(&links).await && self.probe(&mut probe, &links).await,
