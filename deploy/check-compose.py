@@ -59,6 +59,16 @@ nginx = (ROOT / "deploy" / "nginx.conf").read_text()
 for upstream in re.findall(r"set \$\w+ ([\w-]+):\d+;", nginx):
     check(upstream in services, f"nginx.conf proxies to {upstream}, which is not a service")
 
+# The Redis Cluster override: it parses, overrides only services that exist, adds only services
+# with a health check, and depends only on services it or the base defines.
+override = yaml.safe_load((ROOT / "deploy" / "cluster.compose.yml").read_text())
+for name, service in (override.get("services") or {}).items():
+    if name not in services:
+        check("healthcheck" in service, f"cluster.compose.yml: {name}: no health check")
+    for other in service.get("depends_on", {}):
+        known = other in services or other in override["services"]
+        check(known, f"cluster.compose.yml: {name}: depends on undefined service {other}")
+
 if errors:
     print("docker-compose.yml:\n  " + "\n  ".join(errors), file=sys.stderr)
     sys.exit(1)
@@ -70,6 +80,10 @@ except FileNotFoundError:
 if has_compose:
     subprocess.run(
         ["docker", "compose", "--env-file", ".env.example", "config", "--quiet"], cwd=ROOT, check=True
+    )
+    subprocess.run(
+        ["docker", "compose", "--env-file", ".env.example", "-f", "docker-compose.yml",
+         "-f", "deploy/cluster.compose.yml", "config", "--quiet"], cwd=ROOT, check=True
     )
     print("docker-compose.yml: checked, and `docker compose config` accepts it")
 else:

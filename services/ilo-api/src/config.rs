@@ -33,7 +33,8 @@ pub struct Config {
 
     /// A Redis Cluster instead of one Redis: comma-separated seed nodes
     /// (`redis://10.0.0.5:7000,redis://10.0.0.6:7000`), for the same revocations and limits.
-    #[arg(long, env = "REDIS_CLUSTER", conflicts_with = "redis_url")]
+    /// Used instead of `REDIS_URL` when set.
+    #[arg(long, env = "REDIS_CLUSTER")]
     pub redis_cluster: Option<Secret>,
 
     /// `POST /key` per client address per minute (0: unlimited).
@@ -148,13 +149,24 @@ impl std::str::FromStr for Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", mask_url(&self.0))
+        write!(f, "{:?}", self.masked())
     }
 }
 
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&mask_url(&self.0))
+        f.write_str(&self.masked())
+    }
+}
+
+impl Secret {
+    /// Each URL of a list (`REDIS_CLUSTER`'s seeds) masked.
+    fn masked(&self) -> String {
+        self.0
+            .split(',')
+            .map(mask_url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -195,6 +207,10 @@ mod tests {
         assert_eq!(
             mask_url("redis://:pw@127.0.0.1/"),
             "redis://:***@127.0.0.1/"
+        );
+        assert_eq!(
+            Secret("redis://:pw@a:7000,redis://:pw@b:7000".into()).to_string(),
+            "redis://:***@a:7000,redis://:***@b:7000"
         );
     }
 }

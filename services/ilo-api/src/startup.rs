@@ -79,7 +79,12 @@ impl Services {
         .await??;
 
         let redis = match (&config.redis_cluster, &config.redis_url) {
-            (Some(seeds), _) => Some(Shared::cluster(seeds.expose())?),
+            (Some(seeds), url) => {
+                if url.is_some() {
+                    tracing::warn!("REDIS_CLUSTER is set: REDIS_URL is not used");
+                }
+                Some(Shared::cluster(seeds.expose())?)
+            }
             (None, Some(url)) => Some(Shared::one(url.expose())?),
             (None, None) => None,
         };

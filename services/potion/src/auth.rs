@@ -46,8 +46,8 @@ type TokenKey = [u8; 32];
 pub(crate) struct Auth {
     channel: Channel,
     client: TokensClient<Channel>,
-    /// Valid tokens. Trusted only while the revocation stream is open: a revocation missed
-    /// while it was closed must not leave a revoked token usable here.
+    /// Valid tokens. Answered from only while the revocation stream is open (a revocation
+    /// missed while it is closed must not be trusted away), or when ilo-api cannot be reached.
     valid: Cache<TokenKey, Arc<Identity>>,
     /// Session id to its token, to forget a revoked session's token.
     token_of: Cache<String, TokenKey>,
@@ -92,11 +92,12 @@ impl Auth {
     pub(crate) async fn validate(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
         let key: TokenKey = Sha256::digest(token.as_bytes()).into();
         let now = unix_now();
-        if self.watching.load(Ordering::Acquire)
-            && let Some(identity) = self.valid.get(&key).filter(|i| i.expires_at > now)
+        let cached = self.valid.get(&key).filter(|i| i.expires_at > now);
+        if let Some(identity) = &cached
+            && self.watching.load(Ordering::Acquire)
         {
             self.metrics.validation_cache_hits.inc();
-            return Ok(identity);
+            return Ok(identity.clone());
         }
         if self.unknown.contains_key(&key) {
             self.metrics.validation_cache_hits.inc();
@@ -125,6 +126,13 @@ impl Auth {
                 self.unknown.insert(key, ());
                 return Err(AuthError::Invalid);
             }
+            // ilo-api is unreachable: a token known to be valid still connects, so chat goes
+            // on through an ilo-api outage; the re-check when the stream reopens catches any
+            // revocation missed meanwhile.
+            Err(_) if cached.is_some() => {
+                self.metrics.validation_cache_hits.inc();
+                return cached.ok_or(AuthError::Unavailable);
+            }
             Err(status) => {
                 tracing::warn!(code = ?status.code(), "ilo-api could not validate a token");
                 return Err(AuthError::Unavailable);
@@ -141,10 +149,8 @@ impl Auth {
         if self.revoked.contains_key(&identity.session_id) {
             return Err(AuthError::Invalid);
         }
-        if self.watching.load(Ordering::Acquire) {
-            self.token_of.insert(identity.session_id.clone(), key);
-            self.valid.insert(key, identity.clone());
-        }
+        self.token_of.insert(identity.session_id.clone(), key);
+        self.valid.insert(key, identity.clone());
         Ok(identity)
     }
 
@@ -215,17 +221,16 @@ impl Auth {
         }
     }
 
-    /// Until the stream is open again, every upgrade asks ilo-api.
+    /// Until the stream is open again, every upgrade asks ilo-api first.
     fn stop_trusting(&self) {
         self.watching.store(false, Ordering::Release);
-        self.valid.invalidate_all();
-        self.token_of.invalidate_all();
     }
 
-    /// Trusts the cache again (it is empty: a revocation missed while the stream was closed
-    /// cannot linger in it), and closes live connections whose sessions ended meanwhile.
+    /// Empties the cache (a revocation missed while the stream was closed cannot linger in it)
+    /// and trusts it again, and closes live connections whose sessions ended meanwhile.
     async fn resync(&self, hub: &Hub) {
-        self.stop_trusting();
+        self.valid.invalidate_all();
+        self.token_of.invalidate_all();
         self.watching.store(true, Ordering::Release);
         let session_ids = hub.session_ids();
         if session_ids.is_empty() {

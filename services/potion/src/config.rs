@@ -23,8 +23,8 @@ pub struct Config {
 
     /// Redis Cluster instead of one Redis: comma-separated seed nodes
     /// (`redis://10.0.0.5:7000,redis://10.0.0.6:7000`). Rooms' messages use sharded pub/sub, so
-    /// each touches only the shard that owns the room.
-    #[arg(long, env = "REDIS_CLUSTER", conflicts_with = "redis_url")]
+    /// each touches only the shard that owns the room. Used instead of `REDIS_URL` when set.
+    #[arg(long, env = "REDIS_CLUSTER")]
     pub redis_cluster: Option<String>,
 
     /// Allowed WebSocket origins, comma-separated (`*`: any). Requests without an Origin header

@@ -14,7 +14,17 @@ async fn main() -> anyhow::Result<ExitCode> {
     }
     let config = Config::parse();
     ilo_runtime::init_logging();
-    let redis = config.redis_url.as_deref().map(without_credentials);
+    let redis = match (&config.redis_cluster, &config.redis_url) {
+        (Some(seeds), _) => Some(format!(
+            "cluster {}",
+            ilo_runtime::redis::seeds(seeds)
+                .iter()
+                .map(|seed| without_credentials(seed))
+                .collect::<Vec<_>>()
+                .join(",")
+        )),
+        (None, url) => url.as_deref().map(without_credentials),
+    };
     tracing::info!(
         addr = %config.addr,
         ilo_grpc_url = %config.ilo_grpc_url,

@@ -61,7 +61,12 @@ impl RelayService {
         let hub = Arc::new(Hub::new(metrics.clone()));
         let relay_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
         let target = match (&config.redis_cluster, &config.redis_url) {
-            (Some(seeds), _) => Some(Target::cluster(seeds)?),
+            (Some(seeds), url) => {
+                if url.is_some() {
+                    tracing::warn!("REDIS_CLUSTER is set: REDIS_URL is not used");
+                }
+                Some(Target::cluster(seeds)?)
+            }
             (None, Some(url)) => Some(Target::one(url)?),
             (None, None) => None,
         };
