@@ -228,3 +228,60 @@ async fn a_shards_master_dies_while_messages_flow_and_its_room_goes_on() {
         eprintln!("{gaps} gap(s); not delivered: {missing:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rooms_slot_moves_to_another_shard_and_the_room_follows_it() {
+    let (api, cluster) = (
+        TestApp::spawn(Backend::Sqlite).await,
+        PrivateCluster::start().await,
+    );
+    let relays = relays(&api, &cluster, 2).await;
+    let mut sender = relays[0].connect(&user(&api, "sender").await).await;
+    let listener_token = user(&api, "listener").await;
+    let mut listener = relays[1].connect(&listener_token).await;
+    sender.join("drift").await;
+    let joined = listener.join("drift").await;
+    for n in 0..20 {
+        say(&mut sender, "drift", &n.to_string()).await.unwrap();
+    }
+    listener.messages(20).await;
+
+    let channel = "potion:{drift}:live";
+    let from = cluster.master_of(channel);
+    let to = cluster.another_master(from);
+    cluster.move_slot_of(channel, to).await;
+    assert_eq!(cluster.master_of(channel), to);
+
+    // Sends go to the new owner (a send caught mid-move may be refused; the client retries).
+    for n in 20..40 {
+        let body = n.to_string();
+        let mut tries = 0;
+        while say(&mut sender, "drift", &body).await.is_err() {
+            tries += 1;
+            assert!(tries < 20, "message {n} never accepted after the move");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let got = listener.messages(20).await;
+    let expected: Vec<String> = (20..40).map(|n| n.to_string()).collect();
+    assert_eq!(
+        bodies(&got),
+        expected,
+        "the listener follows the room to its new shard"
+    );
+    let offsets: Vec<u64> = got.iter().map(|m| m["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, (21..=40).collect::<Vec<u64>>());
+    assert!(
+        cluster.shard_channels(to).contains(&channel.to_owned()),
+        "subscribed on the new owner"
+    );
+
+    // The history moved with the room: a rejoin from the start replays all 40.
+    let mut again = relays[0].connect(&listener_token).await;
+    let since = json!({"since": {"epoch": joined["epoch"], "offset": 0}});
+    let rejoined = again.join_with("drift", since).await;
+    assert_eq!(
+        (&rejoined["recovered"], &rejoined["missed"]),
+        (&json!(true), &json!(40))
+    );
+}

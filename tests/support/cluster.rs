@@ -86,6 +86,57 @@ impl PrivateCluster {
         panic!("no master serves slot {slot}");
     }
 
+    /// Moves the slot of `key` to the master on `to`, keys and all, as `redis-cli --cluster
+    /// reshard` does: IMPORTING/MIGRATING, MIGRATE of every key, then the new owner everywhere.
+    pub async fn move_slot_of(&self, key: &str, to: u16) {
+        let from = self.master_of(key);
+        assert_ne!(from, to, "{key} is already on {to}");
+        let alive: Vec<u16> = self.alive().collect();
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let slot = cli(from, &["CLUSTER", "KEYSLOT", &key]).trim().to_owned();
+            let id = |port: u16| cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
+            let (from_id, to_id) = (id(from), id(to));
+            cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+            cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+            loop {
+                let keys = cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+                let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+                if keys.is_empty() {
+                    break;
+                }
+                let to_port = to.to_string();
+                let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+                args.extend(keys);
+                let moved = cli(from, &args);
+                assert!(moved.trim() == "OK", "MIGRATE: {moved}");
+            }
+            for port in alive {
+                cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    /// A master other than `port`.
+    pub fn another_master(&self, port: u16) -> u16 {
+        let alive = self.alive().next().expect("a node is alive");
+        cli(alive, &["CLUSTER", "NODES"])
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| f[2].contains("master") && !f[2].contains("fail"))
+            .map(|f| {
+                f[1].split(['@', ':'])
+                    .nth(1)
+                    .unwrap()
+                    .parse::<u16>()
+                    .unwrap()
+            })
+            .find(|p| *p != port)
+            .expect("another master")
+    }
+
     /// Kills one node, as a crash would.
     pub fn kill(&mut self, port: u16) {
         let node = self.nodes.iter_mut().find(|(p, _)| *p == port).unwrap();

@@ -515,6 +515,11 @@ impl Hub {
         self.lock().rooms.keys().cloned().collect()
     }
 
+    /// Whether `room` has members on this relay.
+    pub(crate) fn has_room(&self, room: &str) -> bool {
+        self.lock().rooms.contains_key(room)
+    }
+
     pub(crate) fn connection_count(&self) -> usize {
         self.lock().conns.len()
     }

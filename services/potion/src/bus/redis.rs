@@ -639,6 +639,19 @@ impl redis::aio::AsyncPushSender for Deliver {
                 self.resync.store(true, Ordering::Relaxed);
                 tracing::warn!("Redis subscription connection lost; reconnecting");
             }
+            // A cluster node drops a room's subscription when the room's slot moves to another
+            // shard: subscribe again (on the new owner) and repair, as after a disconnection.
+            // Ours, after the room's last member left, concern no room with members here.
+            PushKind::SUnsubscribe => {
+                let room = info.data.first().and_then(|channel| match channel {
+                    Value::BulkString(channel) => room_of(channel).map(str::to_owned),
+                    _ => None,
+                });
+                if room.is_some_and(|room| self.hub.has_room(&room)) {
+                    self.resync.store(true, Ordering::Relaxed);
+                    tracing::info!("a room's slot moved to another shard; subscribing again");
+                }
+            }
             _ => {}
         }
         Ok(())
