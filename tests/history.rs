@@ -1,8 +1,9 @@
 //! History and recovery (`potion-protocol.md`, "History and recovery"): what a client missed
 //! while away is replayed on any relay, the seam between replay and live messages holds under
 //! load, relays repair themselves after losing their subscription, a Redis that lost its data
-//! says so, and a crashed relay's users leave once each. Real Redis, relays in this process or
-//! as processes where the fault needs it.
+//! says so, and a crashed relay's users leave once each. Real Redis (the replay, the seam and
+//! the history's bound also on a Redis Cluster), relays in this process or as processes where
+//! the fault needs it.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -11,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::bus::{BusKind, SharedBus};
 use support::process::Process;
 use support::redis::PrivateRedis;
 use support::relay::{TestRelay, user};
@@ -24,6 +26,22 @@ async fn redis() -> PrivateRedis {
 /// `n` relays on `redis`, keeping 1,000 messages per room.
 async fn relays(api: &TestApp, redis: &PrivateRedis, n: usize) -> Vec<TestRelay> {
     TestRelay::several(api, &redis.url(), n, |c| c.history_size = 1_000).await
+}
+
+on_one_redis_and_a_cluster!(
+    a_member_back_on_another_relay_gets_exactly_what_it_missed_then_the_live_messages,
+    members_joining_during_a_full_rate_stream_see_contiguous_offsets,
+    a_member_that_missed_more_than_the_history_keeps_gets_too_old_and_the_last_ones,
+);
+
+/// A test app and `n` relays on a new bus of `kind`, keeping `history` messages per room.
+async fn setup(kind: BusKind, n: usize, history: usize) -> (TestApp, SharedBus, Vec<TestRelay>) {
+    let (api, bus) = (
+        TestApp::spawn(Backend::Sqlite).await,
+        SharedBus::start(kind).await,
+    );
+    let relays = TestRelay::several_on(&api, &bus, n, |c| c.history_size = history).await;
+    (api, bus, relays)
 }
 
 fn offset(frame: &Value) -> u64 {
@@ -61,10 +79,10 @@ fn assert_contiguous(messages: &[Value], first_body: usize, first_offset: u64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_back_on_another_relay_gets_exactly_what_it_missed_then_the_live_messages() {
-    let (api, redis) = (TestApp::spawn(Backend::Sqlite).await, redis().await);
-    let relays = relays(&api, &redis, 2).await;
+async fn a_member_back_on_another_relay_gets_exactly_what_it_missed_then_the_live_messages(
+    kind: BusKind,
+) {
+    let (api, _bus, relays) = setup(kind, 2, 1_000).await;
     let mut sender = relays[0].connect(&user(&api, "sender").await).await;
     let member_token = user(&api, "member").await;
     let mut member = relays[1].connect(&member_token).await;
@@ -106,10 +124,8 @@ async fn a_member_back_on_another_relay_gets_exactly_what_it_missed_then_the_liv
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn members_joining_during_a_full_rate_stream_see_contiguous_offsets() {
-    let (api, redis) = (TestApp::spawn(Backend::Sqlite).await, redis().await);
-    let relays = relays(&api, &redis, 2).await;
+async fn members_joining_during_a_full_rate_stream_see_contiguous_offsets(kind: BusKind) {
+    let (api, _bus, relays) = setup(kind, 2, 1_000).await;
     let mut sender = relays[0].connect(&user(&api, "torrent").await).await;
     sender.join("flood").await;
     let (stop, mut stopping) = tokio::sync::watch::channel(false);
@@ -237,10 +253,11 @@ async fn a_redis_that_lost_its_data_gives_a_gap_and_a_new_epoch() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_that_missed_more_than_the_history_keeps_gets_too_old_and_the_last_ones() {
-    let (api, redis) = (TestApp::spawn(Backend::Sqlite).await, redis().await);
-    let relay = TestRelay::spawn(&api, Some(&redis.url()), |c| c.history_size = 10).await;
+async fn a_member_that_missed_more_than_the_history_keeps_gets_too_old_and_the_last_ones(
+    kind: BusKind,
+) {
+    let (api, _bus, relays) = setup(kind, 1, 10).await;
+    let relay = &relays[0];
     let mut sender = relay.connect(&user(&api, "chatty").await).await;
     let token = user(&api, "away").await;
     let mut away = relay.connect(&token).await;

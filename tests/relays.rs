@@ -1,5 +1,6 @@
-//! Several potion relays sharing one private Redis, against a real ilo-api: fan-out, order,
-//! presence and revocation across relays, and the faults operators meet.
+//! Several potion relays sharing one private Redis (and, for fan-out, order, presence and
+//! revocation, a private Redis Cluster too), against a real ilo-api: fan-out, order, presence
+//! and revocation across relays, and the faults operators meet.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -8,6 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::bus::{BusKind, SharedBus};
 use support::redis::PrivateRedis;
 use support::relay::{TestRelay, user};
 use support::{Backend, TestApp};
@@ -18,6 +20,22 @@ async fn redis() -> PrivateRedis {
 
 async fn relays(api: &TestApp, redis: &PrivateRedis, n: usize) -> Vec<TestRelay> {
     TestRelay::several(api, &redis.url(), n, |_| {}).await
+}
+
+on_one_redis_and_a_cluster!(
+    messages_and_presence_cross_relays,
+    each_senders_order_holds_across_three_relays_without_duplicates,
+    a_revocation_closes_the_session_on_every_relay,
+);
+
+/// A test app and `n` relays sharing a new bus of `kind`.
+async fn setup(kind: BusKind, n: usize) -> (TestApp, SharedBus, Vec<TestRelay>) {
+    let (api, bus) = (
+        TestApp::spawn(Backend::Sqlite).await,
+        SharedBus::start(kind).await,
+    );
+    let relays = TestRelay::several_on(&api, &bus, n, |_| {}).await;
+    (api, bus, relays)
 }
 
 fn names(joined: &Value) -> Vec<String> {
@@ -31,10 +49,8 @@ fn names(joined: &Value) -> Vec<String> {
     names
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_and_presence_cross_relays() {
-    let (api, redis) = (TestApp::spawn(Backend::Sqlite).await, redis().await);
-    let relays = relays(&api, &redis, 2).await;
+async fn messages_and_presence_cross_relays(kind: BusKind) {
+    let (api, _bus, relays) = setup(kind, 2).await;
     let mut alice = relays[0].connect(&user(&api, "alice").await).await;
     let mut bob = relays[1].connect(&user(&api, "bob").await).await;
     alice.join("lobby").await;
@@ -67,11 +83,9 @@ async fn messages_and_presence_cross_relays() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_senders_order_holds_across_three_relays_without_duplicates() {
+async fn each_senders_order_holds_across_three_relays_without_duplicates(kind: BusKind) {
     const COUNT: usize = 1_000;
-    let (api, redis) = (TestApp::spawn(Backend::Sqlite).await, redis().await);
-    let relays = relays(&api, &redis, 3).await;
+    let (api, _bus, relays) = setup(kind, 3).await;
     let mut receivers = Vec::new();
     for (i, relay) in relays.iter().enumerate() {
         let mut ws = relay
@@ -144,10 +158,8 @@ async fn each_senders_order_holds_across_three_relays_without_duplicates() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revocation_closes_the_session_on_every_relay() {
-    let (api, redis) = (TestApp::spawn(Backend::Sqlite).await, redis().await);
-    let relays = relays(&api, &redis, 2).await;
+async fn a_revocation_closes_the_session_on_every_relay(kind: BusKind) {
+    let (api, _bus, relays) = setup(kind, 2).await;
     let token = user(&api, "carol").await;
     let mut on_first = relays[0].connect(&token).await;
     let mut on_second = relays[1].connect(&token).await;

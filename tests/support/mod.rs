@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod browser;
+pub mod bus;
 pub mod cluster;
 pub mod dns;
 pub mod e2e;

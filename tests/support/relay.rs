@@ -82,6 +82,26 @@ impl TestRelay {
         out
     }
 
+    /// `n` relays sharing `bus` (one Redis or a cluster), each configured by `adjust`.
+    pub async fn several_on(
+        api: &TestApp,
+        bus: &super::bus::SharedBus,
+        n: usize,
+        adjust: impl Fn(&mut Config),
+    ) -> Vec<Self> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let relay = Self::spawn(api, None, |c| {
+                bus.configure(c);
+                adjust(c);
+            })
+            .await;
+            relay.wait_ready().await;
+            out.push(relay);
+        }
+        out
+    }
+
     /// Waits until `/ready` says the bus and ilo-api are reachable.
     pub async fn wait_ready(&self) {
         super::wait_until_ok(&self.http_url("/ready"), std::time::Duration::from_secs(10)).await;
