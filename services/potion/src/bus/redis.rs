@@ -65,8 +65,9 @@ struct Scripts {
 }
 
 impl Scripts {
-    /// The scripts; `sharded`: they publish with `SPUBLISH` (a cluster), on the room's channel,
-    /// which shares the slot of the room's keys.
+    /// The scripts; `sharded` (a cluster): they publish with `SPUBLISH`, on the room's channel,
+    /// which shares the slot of the room's keys, and a room whose keys came by a failover starts
+    /// a new epoch (`failover.lua`).
     fn new(sharded: bool) -> Self {
         let script = |text: &str| {
             Script::new(&if sharded {
@@ -75,9 +76,16 @@ impl Scripts {
                 text.to_owned()
             })
         };
+        let history = |text: &str| {
+            if sharded {
+                script(&format!("{}{text}", include_str!("scripts/failover.lua")))
+            } else {
+                script(text)
+            }
+        };
         Self {
-            publish: script(include_str!("scripts/publish.lua")),
-            read: script(include_str!("scripts/read.lua")),
+            publish: history(include_str!("scripts/publish.lua")),
+            read: history(include_str!("scripts/read.lua")),
             enter: script(include_str!("scripts/enter.lua")),
             exit: script(include_str!("scripts/exit.lua")),
             sweep: script(include_str!("scripts/sweep.lua")),
