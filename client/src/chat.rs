@@ -9,13 +9,12 @@
 //! With [`Chat::encrypt_with`], every text is sealed for the room's members (ilo-e2e/1) and
 //! every message comes out opened, or saying plainly why it could not be.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
 use std::time::Duration;
 
 use ilo_protocol::close;
 use ilo_protocol::{ClientFrame, Position, ServerFrame};
+use ilo_runtime::backoff::{self, Backoff};
 use tokio::time::Instant;
 
 use crate::e2e::{Content, E2e, KeyChange, SendError};
@@ -76,7 +75,10 @@ pub struct Chat {
     /// Each room's last message seen (or where it stood at `joined`, before any replay).
     positions: HashMap<String, Position>,
     connection: Option<ws::Connection>,
-    attempt: u32,
+    /// Waits between reconnections: full jitter under a bound growing from [`RETRY_BASE`].
+    backoff: Backoff,
+    /// Whether this drop has been retried already (the first retry after 1001 is quick).
+    retrying: bool,
     retry_at: Option<Instant>,
     e2e: Option<E2e>,
     me: Option<String>,
@@ -97,7 +99,8 @@ impl Chat {
             rooms: Vec::new(),
             positions: HashMap::new(),
             connection: Some(connection),
-            attempt: 0,
+            backoff: Backoff::full_jitter(RETRY_BASE, RETRY_MAX),
+            retrying: false,
             retry_at: None,
             e2e: None,
             me: None,
@@ -341,7 +344,8 @@ impl Chat {
                         }
                     }
                     self.connection = Some(connection);
-                    self.attempt = 0;
+                    self.retrying = false;
+                    self.backoff.reset();
                     self.retry_at = None;
                     return Ok(Event::Reconnected);
                 }
@@ -355,24 +359,15 @@ impl Chat {
 
     /// Full jitter over an exponentially growing bound; quick after 1001.
     fn backoff(&mut self, code: Option<u16>) -> Duration {
-        let bound = if code == Some(close::GOING_AWAY) && self.attempt == 0 {
-            GOING_AWAY_SPREAD
-        } else {
-            RETRY_BASE
-                .saturating_mul(1 << self.attempt.min(10))
-                .min(RETRY_MAX)
-        };
-        self.attempt += 1;
-        bound.mul_f64(random_fraction())
+        let first = !self.retrying;
+        self.retrying = true;
+        if first && code == Some(close::GOING_AWAY) {
+            return backoff::spread(GOING_AWAY_SPREAD);
+        }
+        self.backoff.next_delay()
     }
 }
 
 async fn open(url: &str, token: &str) -> Result<ws::Connection, WsError> {
     ws::connect(url, token, Presented::Header, Options::default()).await
-}
-
-/// A number in [0, 1) good enough for jitter (not for anything secret).
-fn random_fraction() -> f64 {
-    let seed = RandomState::new().hash_one(std::time::SystemTime::now());
-    (seed % 1_000_000) as f64 / 1_000_000.0
 }
