@@ -16,11 +16,15 @@ use support::relay::{TestRelay, user};
 use support::ws::Ws;
 use support::{Backend, TestApp};
 
-/// `n` relays on the cluster, keeping 1,000 messages per room.
-async fn relays(api: &TestApp, cluster: &PrivateCluster, n: usize) -> Vec<TestRelay> {
+/// ilo-api, a private cluster and two relays on it, keeping 1,000 messages per room.
+async fn start() -> (TestApp, PrivateCluster, Vec<TestRelay>) {
+    let (api, cluster) = (
+        TestApp::spawn(Backend::Sqlite).await,
+        PrivateCluster::start().await,
+    );
     let mut relays = Vec::new();
-    for _ in 0..n {
-        let relay = TestRelay::spawn(api, None, |c| {
+    for _ in 0..2 {
+        let relay = TestRelay::spawn(&api, None, |c| {
             c.redis_cluster = Some(cluster.seeds());
             c.history_size = 1_000;
         })
@@ -28,7 +32,7 @@ async fn relays(api: &TestApp, cluster: &PrivateCluster, n: usize) -> Vec<TestRe
         relay.wait_ready().await;
         relays.push(relay);
     }
-    relays
+    (api, cluster, relays)
 }
 
 /// Sends `body` and waits for the relay's answer to it: `Ok(offset)` once it is stored and
@@ -57,11 +61,7 @@ fn bodies(messages: &[Value]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_on_every_shard_talk_across_relays_over_sharded_pub_sub() {
-    let (api, cluster) = (
-        TestApp::spawn(Backend::Sqlite).await,
-        PrivateCluster::start().await,
-    );
-    let relays = relays(&api, &cluster, 2).await;
+    let (api, cluster, relays) = start().await;
     let mut sender = relays[0].connect(&user(&api, "sender").await).await;
     let mut listener = relays[1].connect(&user(&api, "listener").await).await;
     let rooms: Vec<String> = (0..6).map(|i| format!("room{i}")).collect();
@@ -101,11 +101,7 @@ async fn rooms_on_every_shard_talk_across_relays_over_sharded_pub_sub() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shards_master_dies_while_messages_flow_and_its_room_goes_on() {
-    let (api, mut cluster) = (
-        TestApp::spawn(Backend::Sqlite).await,
-        PrivateCluster::start().await,
-    );
-    let relays = relays(&api, &cluster, 2).await;
+    let (api, mut cluster, relays) = start().await;
     let mut sender = relays[0].connect(&user(&api, "sender").await).await;
     let listener_token = user(&api, "listener").await;
     let mut listener = relays[1].connect(&listener_token).await;
@@ -178,11 +174,7 @@ async fn a_shards_master_dies_while_messages_flow_and_its_room_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rooms_slot_moves_to_another_shard_and_the_room_follows_it() {
-    let (api, cluster) = (
-        TestApp::spawn(Backend::Sqlite).await,
-        PrivateCluster::start().await,
-    );
-    let relays = relays(&api, &cluster, 2).await;
+    let (api, cluster, relays) = start().await;
     let mut sender = relays[0].connect(&user(&api, "sender").await).await;
     let listener_token = user(&api, "listener").await;
     let mut listener = relays[1].connect(&listener_token).await;

@@ -207,25 +207,10 @@ impl Drop for PrivateCluster {
 }
 
 fn spawn_node(dir: &Path, port: u16) -> Child {
-    Command::new("redis-server")
+    super::redis::redis_server(port)
         .current_dir(dir)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            &format!("nodes-{port}.conf"),
-            "--cluster-node-timeout",
-            "1000",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
+        .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+        .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
         .spawn()
         .expect("redis-server (scripts/test installs it)")
 }

@@ -35,18 +35,7 @@ impl PrivateRedis {
     }
 
     fn spawn(port: u16) -> Child {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
+        let child = redis_server(port)
             .spawn()
             .expect("redis-server (scripts/test installs it)");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -66,4 +55,14 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `redis-server` on loopback `port`, keeping nothing on disk; more arguments may follow.
+pub fn redis_server(port: u16) -> Command {
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null());
+    command
 }
