@@ -126,9 +126,12 @@ impl Sessions {
         let token_hash = secrets::digest(token);
         let now = unix_now();
         let trusted = self.trusted.load(Ordering::Acquire);
+        // An entry counts only while its session still maps to it: a revocation removes the
+        // mapping, so the two caches evicting on their own can never revive a revoked token.
         if trusted
             && let Some(session) = self.cache.get(&token_hash)
             && session.expires_at > now
+            && self.token_of.get(&session.session_id).as_ref() == Some(&token_hash)
         {
             return Ok((Some(session), true));
         }

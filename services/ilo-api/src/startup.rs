@@ -103,7 +103,7 @@ impl Services {
                     login_rate: config.login_rate,
                     register_rate: config.register_rate,
                 },
-                redis.clone().map(limits::Shared::new),
+                redis.clone().map(limits::SharedCounts::new),
             )),
             metrics: Arc::new(metrics),
             trusted_proxies: config.trusted_proxies().into(),

@@ -92,7 +92,12 @@ impl Auth {
     pub(crate) async fn validate(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
         let key: TokenKey = Sha256::digest(token.as_bytes()).into();
         let now = unix_now();
-        let cached = self.valid.get(&key).filter(|i| i.expires_at > now);
+        // An entry counts only while its session still maps to it: a revocation removes the
+        // mapping, so the two caches evicting on their own can never revive a revoked token.
+        let cached = self
+            .valid
+            .get(&key)
+            .filter(|i| i.expires_at > now && self.token_of.get(&i.session_id) == Some(key));
         if let Some(identity) = &cached
             && self.watching.load(Ordering::Acquire)
         {

@@ -9,7 +9,7 @@ mod shared;
 
 use std::time::Duration;
 
-pub(crate) use shared::Shared;
+pub(crate) use shared::SharedCounts;
 
 /// The settings of [`Limits`], each `0` for no limit.
 pub(crate) struct Settings {
@@ -36,7 +36,7 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    pub(crate) fn new(settings: &Settings, shared: Option<Shared>) -> Self {
+    pub(crate) fn new(settings: &Settings, shared: Option<SharedCounts>) -> Self {
         const MINUTE: Duration = Duration::from_secs(60);
         let window = |name, limit, length| WindowLimit::new(name, limit, length, shared.clone());
         Self {
@@ -70,11 +70,11 @@ pub(crate) struct WindowLimit {
     limit: u32,
     window: Duration,
     memory: memory::WindowLimit,
-    shared: Option<Shared>,
+    shared: Option<SharedCounts>,
 }
 
 impl WindowLimit {
-    fn new(name: &'static str, limit: u32, window: Duration, shared: Option<Shared>) -> Self {
+    fn new(name: &'static str, limit: u32, window: Duration, shared: Option<SharedCounts>) -> Self {
         Self {
             name,
             limit,
@@ -126,7 +126,7 @@ impl WindowLimit {
 pub(crate) struct UsernameGuard {
     memory: memory::UsernameGuard,
     threshold: u32,
-    shared: Option<Shared>,
+    shared: Option<SharedCounts>,
 }
 
 impl UsernameGuard {

@@ -9,22 +9,22 @@ use std::time::Duration;
 use redis::Script;
 
 use super::memory::{FAILURES_FOR, KNOWN_ADDRESSES, MAX_DELAY};
-use crate::shared::Shared as Redis;
+use crate::shared::Shared;
 
 /// How long Redis is left alone after it failed to answer.
 const RESTING: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
-pub(crate) struct Shared {
-    redis: Redis,
+pub(crate) struct SharedCounts {
+    redis: Shared,
     window: Arc<Script>,
     guard: Arc<Script>,
     /// Unix ms before which Redis is not asked.
     resting_until: Arc<AtomicU64>,
 }
 
-impl Shared {
-    pub(crate) fn new(redis: Redis) -> Self {
+impl SharedCounts {
+    pub(crate) fn new(redis: Shared) -> Self {
         Self {
             redis,
             window: Arc::new(Script::new(include_str!("window.lua"))),
