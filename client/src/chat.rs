@@ -18,6 +18,7 @@ use ilo_runtime::backoff::{self, Backoff};
 use tokio::time::Instant;
 
 use crate::e2e::{Content, E2e, KeyChange, SendError};
+use crate::presence::Present;
 use crate::ws::{self, Incoming, Options, Presented, WsError};
 
 /// First retry delay bound; doubled per failed attempt up to [`RETRY_MAX`].
@@ -79,6 +80,8 @@ pub struct Chat {
     backoff: Backoff,
     /// Whether this drop has been retried already (the first retry after 1001 is quick).
     retrying: bool,
+    /// Who is in each room, to skip joins announced again for members already listed.
+    present: Present,
     retry_at: Option<Instant>,
     e2e: Option<E2e>,
     me: Option<String>,
@@ -101,6 +104,7 @@ impl Chat {
             connection: Some(connection),
             backoff: Backoff::full_jitter(RETRY_BASE, RETRY_MAX),
             retrying: false,
+            present: Present::default(),
             retry_at: None,
             e2e: None,
             me: None,
@@ -251,6 +255,9 @@ impl Chat {
     /// Queues what a frame means: a message to open, key changes, the frame itself.
     fn arrived(&mut self, frame: ServerFrame) {
         self.follow(&frame);
+        if !self.present.is_news(&frame) {
+            return;
+        }
         if matches!(frame, ServerFrame::Message { .. }) {
             self.opening = Some(frame);
             return;

@@ -6,6 +6,7 @@
 pub mod chat;
 pub mod e2e;
 pub mod keyring;
+mod presence;
 pub mod rest;
 pub mod ws;
 
