@@ -2,8 +2,9 @@
 //! clock. With the `service` feature (the default), what the binaries share too: one logging
 //! setup, one shutdown signal, settings at their defaults, the probe that container health checks
 //! run (the images hold no shell, curl or wget), [`proxies`]: who the client is behind a load
-//! balancer, [`counts`]: places counted per key, and [`redis`]: one Redis or a cluster behind
-//! one type. The client library takes only the first part.
+//! balancer, [`counts`]: places counted per key, [`redis`]: one Redis or a cluster behind one
+//! type, and [`tokens`]: validated tokens, forgotten by session. The client library takes only
+//! the first part.
 
 pub mod backoff;
 #[cfg(feature = "service")]
@@ -14,6 +15,8 @@ pub mod proxies;
 pub mod redis;
 #[cfg(feature = "service")]
 mod service;
+#[cfg(feature = "service")]
+pub mod tokens;
 
 #[cfg(feature = "service")]
 pub use service::*;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use moka::sync::Cache;
+use ilo_runtime::tokens::TokenCache;
 use tokio::sync::broadcast;
 
 use crate::revocations::Publisher;
@@ -58,9 +58,7 @@ pub(crate) struct Sessions {
     store: Store,
     ttl: Duration,
     /// By token digest.
-    cache: Cache<String, Arc<ValidSession>>,
-    /// Session id to token digest, to evict a revoked session from `cache`.
-    token_of: Cache<String, String>,
+    cache: TokenCache<String, Arc<ValidSession>>,
     /// Bumped by every revocation, under this lock, so that a lookup that raced one does not
     /// cache what it read before it.
     generation: Mutex<u64>,
@@ -77,8 +75,7 @@ impl Sessions {
         Self {
             store,
             ttl,
-            cache: bounded(),
-            token_of: bounded(),
+            cache: TokenCache::new(CACHE_CAPACITY, CACHE_TTL),
             generation: Mutex::new(0),
             trusted: AtomicBool::new(publisher.is_none()),
             events: broadcast::channel(EVENT_BUFFER).0,
@@ -126,12 +123,9 @@ impl Sessions {
         let token_hash = secrets::digest(token);
         let now = unix_now();
         let trusted = self.trusted.load(Ordering::Acquire);
-        // An entry counts only while its session still maps to it: a revocation removes the
-        // mapping, so the two caches evicting on their own can never revive a revoked token.
         if trusted
             && let Some(session) = self.cache.get(&token_hash)
             && session.expires_at > now
-            && self.token_of.get(&session.session_id).as_ref() == Some(&token_hash)
         {
             return Ok((Some(session), true));
         }
@@ -161,9 +155,8 @@ impl Sessions {
         if *current != generation || !self.trusted.load(Ordering::Acquire) {
             return;
         }
-        self.token_of
-            .insert(session.session_id.clone(), token_hash.clone());
-        self.cache.insert(token_hash, session.clone());
+        self.cache
+            .insert(token_hash, session.session_id.clone(), session.clone());
     }
 
     /// Which of `session_ids` have ended (revoked, expired or never existed).
@@ -208,9 +201,7 @@ impl Sessions {
             let mut generation = self.lock();
             *generation += 1;
             for id in ids.iter() {
-                if let Some(token_hash) = self.token_of.remove(id) {
-                    self.cache.invalidate(&token_hash);
-                }
+                self.cache.forget(id);
             }
         }
         // No receiver is fine: no relay is watching right now, and relays resync when they connect.
@@ -233,8 +224,7 @@ impl Sessions {
             self.trusted.swap(up, Ordering::AcqRel)
         };
         if !up {
-            self.cache.invalidate_all();
-            self.token_of.invalidate_all();
+            self.cache.clear();
             if was {
                 let _ = self.events.send(Heard::Missed);
             }
@@ -256,13 +246,6 @@ impl Sessions {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-fn bounded<V: Clone + Send + Sync + 'static>() -> Cache<String, V> {
-    Cache::builder()
-        .max_capacity(CACHE_CAPACITY)
-        .time_to_live(CACHE_TTL)
-        .build()
 }
 
 pub(crate) use ilo_runtime::unix_seconds as unix_now;

@@ -9,6 +9,7 @@ use ilo_proto::v1::tokens_client::TokensClient;
 use ilo_proto::v1::{CheckSessionsRequest, ValidateTokenRequest, WatchRevocationsRequest};
 use ilo_protocol::close;
 use ilo_runtime::backoff::Backoff;
+use ilo_runtime::tokens::TokenCache;
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -48,9 +49,7 @@ pub(crate) struct Auth {
     client: TokensClient<Channel>,
     /// Valid tokens. Answered from only while the revocation stream is open (a revocation
     /// missed while it is closed must not be trusted away), or when ilo-api cannot be reached.
-    valid: Cache<TokenKey, Arc<Identity>>,
-    /// Session id to its token, to forget a revoked session's token.
-    token_of: Cache<String, TokenKey>,
+    valid: TokenCache<TokenKey, Arc<Identity>>,
     /// Tokens ilo-api did not know.
     unknown: Cache<TokenKey, ()>,
     /// Sessions revoked lately: a validation that was in flight when one was revoked must not
@@ -74,8 +73,7 @@ impl Auth {
         Ok(Self {
             client: TokensClient::new(channel.clone()),
             channel,
-            valid: bounded(CACHE_CAPACITY, VALID_FOR),
-            token_of: bounded(CACHE_CAPACITY, VALID_FOR),
+            valid: TokenCache::new(CACHE_CAPACITY, VALID_FOR),
             unknown: bounded(CACHE_CAPACITY, UNKNOWN_FOR),
             revoked: bounded(REVOKED_CAPACITY, REVOKED_FOR),
             deciding: Mutex::new(()),
@@ -92,12 +90,7 @@ impl Auth {
     pub(crate) async fn validate(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
         let key: TokenKey = Sha256::digest(token.as_bytes()).into();
         let now = unix_now();
-        // An entry counts only while its session still maps to it: a revocation removes the
-        // mapping, so the two caches evicting on their own can never revive a revoked token.
-        let cached = self
-            .valid
-            .get(&key)
-            .filter(|i| i.expires_at > now && self.token_of.get(&i.session_id) == Some(key));
+        let cached = self.valid.get(&key).filter(|i| i.expires_at > now);
         if let Some(identity) = &cached
             && self.watching.load(Ordering::Acquire)
         {
@@ -154,8 +147,8 @@ impl Auth {
         if self.revoked.contains_key(&identity.session_id) {
             return Err(AuthError::Invalid);
         }
-        self.token_of.insert(identity.session_id.clone(), key);
-        self.valid.insert(key, identity.clone());
+        self.valid
+            .insert(key, identity.session_id.clone(), identity.clone());
         Ok(identity)
     }
 
@@ -164,9 +157,7 @@ impl Auth {
         let _deciding = self.decide();
         for id in session_ids {
             self.revoked.insert(id.clone(), ());
-            if let Some(key) = self.token_of.remove(id) {
-                self.valid.invalidate(&key);
-            }
+            self.valid.forget(id);
         }
     }
 
@@ -234,8 +225,7 @@ impl Auth {
     /// Empties the cache (a revocation missed while the stream was closed cannot linger in it)
     /// and trusts it again, and closes live connections whose sessions ended meanwhile.
     async fn resync(&self, hub: &Hub) {
-        self.valid.invalidate_all();
-        self.token_of.invalidate_all();
+        self.valid.clear();
         self.watching.store(true, Ordering::Release);
         let session_ids = hub.session_ids();
         if session_ids.is_empty() {

@@ -651,11 +651,9 @@ impl redis::aio::AsyncPushSender for Deliver {
             // shard: subscribe again (on the new owner) and repair, as after a disconnection.
             // Ours, after the room's last member left, concern no room with members here.
             PushKind::SUnsubscribe => {
-                let room = info.data.first().and_then(|channel| match channel {
-                    Value::BulkString(channel) => room_of(channel).map(str::to_owned),
-                    _ => None,
-                });
-                if room.is_some_and(|room| self.hub.has_room(&room)) {
+                if let Some(Value::BulkString(channel)) = info.data.first()
+                    && room_of(channel).is_some_and(|room| self.hub.has_room(room))
+                {
                     self.resync.store(true, Ordering::Relaxed);
                     tracing::info!("a room's slot moved to another shard; subscribing again");
                 }
