@@ -4,7 +4,9 @@
 //! connection follows `MOVED`/`ASK`, reconnects to a shard's new master and subscribes each
 //! channel again on the node that owns it.
 
-use redis::aio::{ConnectionLike, ConnectionManager};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
@@ -16,6 +18,15 @@ pub fn seeds(list: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// How the services' connections to one Redis behave: each connection attempt and each answer
+/// may take `timeout`, and a failed command is tried once more on a new connection.
+pub fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
 }
 
 #[derive(Clone)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ilo_runtime::redis::Link;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 
 /// How long a Redis command may take before Redis counts as unreachable for it.
@@ -31,17 +31,15 @@ enum Commands {
 
 struct LazyCluster {
     client: ClusterClient,
-    connection: tokio::sync::Mutex<Option<Link>>,
+    /// Made by the first command that finds the cluster; it then follows the cluster by itself.
+    connection: tokio::sync::OnceCell<Link>,
 }
 
 impl Shared {
     pub(crate) fn one(url: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("REDIS_URL is not a Redis URL: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(1);
+        let config = ilo_runtime::redis::manager_config(TIMEOUT);
         let commands = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(Self::new(Commands::One(commands), vec![client]))
     }
@@ -61,7 +59,7 @@ impl Shared {
             .build()?;
         let lazy = LazyCluster {
             client,
-            connection: tokio::sync::Mutex::new(None),
+            connection: tokio::sync::OnceCell::new(),
         };
         Ok(Self::new(Commands::Cluster(Arc::new(lazy)), listen_on))
     }
@@ -79,17 +77,14 @@ impl Shared {
         match &self.commands {
             Commands::One(manager) => Ok(Link::One(manager.clone())),
             Commands::Cluster(lazy) => {
-                let mut connection = lazy.connection.lock().await;
-                if let Some(link) = connection.as_ref() {
-                    return Ok(link.clone());
-                }
-                let connecting = lazy.client.get_async_connection();
-                let link = match tokio::time::timeout(TIMEOUT, connecting).await {
-                    Ok(connected) => Link::Cluster(connected?),
-                    Err(_) => return Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+                let connect = || async {
+                    let connecting = lazy.client.get_async_connection();
+                    match tokio::time::timeout(TIMEOUT, connecting).await {
+                        Ok(connected) => Ok(Link::Cluster(connected?)),
+                        Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+                    }
                 };
-                *connection = Some(link.clone());
-                Ok(link)
+                lazy.connection.get_or_try_init(connect).await.cloned()
             }
         }
     }

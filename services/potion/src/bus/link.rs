@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ilo_runtime::redis::Link;
 use redis::ProtocolVersion;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::cluster::ClusterClientBuilder;
 
 /// Where the bus connects.
@@ -48,10 +48,7 @@ impl Target {
     ) -> redis::RedisResult<(Link, Link)> {
         match self {
             Self::One(client) => {
-                let base = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(Some(timeout))
-                    .set_number_of_retries(1);
+                let base = ilo_runtime::redis::manager_config(timeout);
                 let commands = ConnectionManager::new_with_config(client.clone(), base.clone());
                 let subscriptions = ConnectionManager::new_with_config(
                     client.clone(),
