@@ -222,14 +222,16 @@ async fn verify_password(
         .chain(user_key.map(|k| format!("addr:{address}|user:{k}")))
         .collect();
     let limits = &state.limits;
-    let mut refused = Ok(());
-    for key in &keys {
-        refused = refused.and(limits.login_failures.check(key).await);
-    }
-    if let (Ok(()), Some(user)) = (refused, user_key) {
-        refused = limits.usernames.check(user, &address).await;
-    }
-    if let Err(retry) = refused {
+    let refused = async {
+        for key in &keys {
+            limits.login_failures.check(key).await?;
+        }
+        match user_key {
+            Some(user) => limits.usernames.check(user, &address).await,
+            None => Ok(()),
+        }
+    };
+    if let Err(retry) = refused.await {
         state.metrics.login("rate_limited");
         return Err(ApiError::rate_limited(retry));
     }
